@@ -1,0 +1,32 @@
+# The two commands of the README: `make setup && make train`, and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch 2.13.0: the CPU build lies on this project's machines; elsewhere pip picks the platform's build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup train test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,sweep]"
+	touch $@
+
+train: setup
+	$(BIN)/python train.py
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check src tests train.py eval.py prepare.py
+
+bench: setup
+	$(BIN)/python -m asgcn_lightning.bench
+
+clean:
+	rm -rf logs outputs multirun .pytest_cache

@@ -1,0 +1,166 @@
+"""One LightningDataModule for every data set: a prepared store, a split, transforms, a class subset."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from filelock import FileLock
+from torch.utils.data import DataLoader, Dataset
+
+from asgcn_lightning.data.store import META_FILE, SkeletonStore
+from asgcn_lightning.data.transforms import Compose
+from asgcn_lightning.errors import UserError
+from asgcn_lightning.models.layouts import Layout, make_layout
+
+Split = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+
+
+def resolve_classes(wanted: Sequence[int | str], class_names: Sequence[str]) -> list[int]:
+    """Class subset as 0-based source labels; ints are 1-based class numbers (NTU's A001 = 1)."""
+    labels: list[int] = []
+    for item in wanted:
+        if isinstance(item, str) and not item.isdigit():
+            if item not in class_names:
+                raise UserError(f"unknown class {item!r}; the data set's classes are {list(class_names)}")
+            labels.append(list(class_names).index(item))
+        else:
+            number = int(item)
+            if not 1 <= number <= len(class_names):
+                raise UserError(f"class number {number} is outside 1..{len(class_names)}")
+            labels.append(number - 1)
+    if len(set(labels)) != len(labels):
+        raise UserError(f"class subset {list(wanted)} names a class twice")
+    return sorted(labels)
+
+
+class SkeletonDataset(Dataset):
+    """Samples of a store as ``(C, T, V, M)`` float tensors with (remapped) integer labels."""
+
+    def __init__(self, store: SkeletonStore, indices: np.ndarray, labels: np.ndarray, layout: Layout,
+                 transform: Compose) -> None:
+        self.store, self.indices, self.labels = store, indices, labels
+        self.layout, self.transform = layout, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
+        # one seed per call from torch's RNG, which Lightning seeds per worker: reproducible augmentation
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+        sequence = self.transform(self.store.sequence(int(self.indices[item])), self.layout, rng)
+        return torch.from_numpy(sequence).permute(3, 0, 2, 1).contiguous(), int(self.labels[item])
+
+
+class SkeletonDataModule(L.LightningDataModule):
+    """Train/val/test/predict loaders over a prepared store.
+
+    ``prepare`` (a callable taking ``store_dir``) builds the store when ``auto_prepare`` is set and
+    it is missing — used for the embedded synthetic set. Real data sets are prepared once by the
+    user with ``python -m asgcn_lightning.prepare``; a missing store is then a clear error.
+    """
+
+    def __init__(
+        self,
+        store_dir: str | Path,
+        split: Split,
+        dataset_name: str = "dataset",
+        classes: Sequence[int | str] | None = None,
+        train_transforms: Sequence[Any] = (),
+        eval_transforms: Sequence[Any] = (),
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        prepare: Callable[..., Any] | None = None,
+        auto_prepare: bool = False,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.store_dir = Path(store_dir)
+        self.split, self.dataset_name = split, dataset_name
+        self.classes = list(classes) if classes else None
+        self.train_transform, self.eval_transform = Compose(train_transforms), Compose(eval_transforms)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self._prepare, self.auto_prepare = prepare, auto_prepare
+        self.store: SkeletonStore | None = None
+
+    # -- preparation --------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        if (self.store_dir / META_FILE).is_file():
+            return
+        if not (self.auto_prepare and self._prepare is not None):
+            raise UserError(
+                f"no prepared {self.dataset_name} data at {self.store_dir}; prepare it first with "
+                f"`python -m asgcn_lightning.prepare dataset={self.dataset_name} dataset.raw_dir=<folder>` "
+                "(see the README)")
+        self.store_dir.parent.mkdir(parents=True, exist_ok=True)
+        # several processes (DDP ranks, sweep jobs) may start at once: one generates, the rest wait
+        with FileLock(str(self.store_dir) + ".lock"):
+            if not (self.store_dir / META_FILE).is_file():
+                self._prepare(store_dir=self.store_dir)
+
+    def _open(self) -> SkeletonStore:
+        if self.store is None:
+            self.prepare_data()
+            self.store = SkeletonStore(self.store_dir)
+            source = self.store.meta.class_names
+            self.source_labels = resolve_classes(self.classes, source) if self.classes else list(range(len(source)))
+            self.class_names = [source[label] for label in self.source_labels]
+            spec = self.store.meta.layout_spec or {"name": self.store.meta.layout}
+            self.layout = make_layout(**spec)
+            if self.layout.num_joints != self.store.meta.num_joints:
+                raise UserError(f"{self.store_dir}: layout {self.layout.name} has {self.layout.num_joints} joints, "
+                                f"the stored data {self.store.meta.num_joints}")
+        return self.store
+
+    # -- what the model needs to know ---------------------------------------------------------------
+    @property
+    def num_class(self) -> int:
+        self._open()
+        return len(self.class_names)
+
+    @property
+    def in_channels(self) -> int:
+        return self._open().meta.channels
+
+    @property
+    def num_person(self) -> int:
+        return self._open().meta.num_person
+
+    # -- splits ---------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        store = self._open()
+        index = store.index
+        keep = np.isin(index["label"], self.source_labels)
+        remap = np.full(len(store.meta.class_names), -1, dtype=np.int64)
+        remap[self.source_labels] = np.arange(len(self.source_labels))
+        train, test = self.split(index)
+        train, test = train[keep[train]], test[keep[test]]
+        if len(train) == 0 or len(test) == 0:
+            raise UserError(f"split {getattr(self.split, 'name', self.split)!r} leaves {len(train)} training and "
+                            f"{len(test)} test samples in {self.store_dir}; choose another split or class subset")
+        labels = remap[index["label"]]
+        self.train_set = SkeletonDataset(store, train, labels[train], self.layout, self.train_transform)
+        self.test_set = SkeletonDataset(store, test, labels[test], self.layout, self.eval_transform)
+
+    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=False,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, shuffle=False, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

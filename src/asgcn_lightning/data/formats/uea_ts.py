@@ -1,0 +1,118 @@
+"""The sktime / UEA ``.ts`` time-series format, enough of it for multivariate classification sets.
+
+A file is ``#`` comment lines, ``@keyword value`` header lines, then ``@data`` and one sample per
+line: each channel's values comma-separated, channels separated by ``:``, the class label last.
+``?`` marks a missing value (read as NaN). Time-stamped series (``@timeStamps true``) are not
+supported: no skeleton archive uses them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from asgcn_lightning.errors import DataFormatError
+
+
+@dataclass
+class TsData:
+    """A parsed ``.ts`` file; ``series[i]`` is ``(channels, length)`` float32."""
+
+    path: Path
+    header: dict[str, str]
+    class_labels: list[str] | None
+    series: list[np.ndarray]
+    labels: list[str] | None
+    comments: list[str] = field(default_factory=list)
+
+    def as_array(self) -> np.ndarray:
+        """All samples as one ``(N, channels, length)`` array; needs equal-length series."""
+        lengths = {s.shape[1] for s in self.series}
+        if len(lengths) != 1:
+            raise DataFormatError(self.path, f"series have different lengths {sorted(lengths)[:5]}")
+        return np.stack(self.series)
+
+
+def read_ts(path: str | Path) -> TsData:
+    """Parse a ``.ts`` file; any deviation raises :class:`DataFormatError` with the line number."""
+    path = Path(path)
+    try:
+        # comments in the archive's files are not always valid UTF-8; they carry no data
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as error:
+        raise DataFormatError(path, f"cannot read the file ({error})") from None
+    header: dict[str, str] = {}
+    comments: list[str] = []
+    lines = text.splitlines()
+    data_start = None
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            comments.append(line[1:].strip())
+        elif line.lower() == "@data":
+            data_start = number
+            break
+        elif line.startswith("@"):
+            keyword, _, value = line[1:].partition(" ")
+            header[keyword.lower()] = value.strip()
+        else:
+            raise DataFormatError(path, f"line {number}: text before @data that is neither a comment nor "
+                                        f"a @header line: {line[:40]!r}")
+    if data_start is None:
+        raise DataFormatError(path, "no @data line; not a .ts file")
+    if header.get("timestamps", "false").lower() == "true":
+        raise DataFormatError(path, "time-stamped series (@timeStamps true) are not supported")
+    class_labels = _class_labels(path, header)
+    dimensions = int(header["dimensions"]) if header.get("dimensions", "").isdigit() else None
+    series: list[np.ndarray] = []
+    labels: list[str] = []
+    for number, raw in enumerate(lines[data_start:], start=data_start + 1):
+        line = raw.strip()
+        if not line:
+            continue
+        parts = line.split(":")
+        if class_labels is not None:
+            label = parts.pop().strip()
+            if label not in class_labels:
+                raise DataFormatError(path, f"line {number}: class {label!r} is not one of @classLabel "
+                                            f"{class_labels}")
+            labels.append(label)
+        expected = dimensions or (series[0].shape[0] if series else len(parts))
+        if len(parts) != expected:
+            raise DataFormatError(path, f"line {number}: {len(parts)} channels, expected {expected}")
+        series.append(_channels(path, number, parts))
+    if not series:
+        raise DataFormatError(path, "no samples after @data")
+    return TsData(path=path, header=header, class_labels=class_labels, series=series,
+                  labels=labels if class_labels is not None else None, comments=comments)
+
+
+def _class_labels(path: Path, header: dict[str, str]) -> list[str] | None:
+    value = header.get("classlabel")
+    if value is None:
+        return None
+    flag, *names = value.split()
+    if flag.lower() == "false":
+        return None
+    if flag.lower() != "true" or not names:
+        raise DataFormatError(path, f"@classLabel {value!r}: expected 'true' and the class values")
+    return names
+
+
+def _channels(path: Path, number: int, parts: list[str]) -> np.ndarray:
+    channels = []
+    for channel, text in enumerate(parts):
+        try:
+            values = [np.nan if v.strip() == "?" else float(v) for v in text.split(",")]
+        except ValueError:
+            raise DataFormatError(path, f"line {number}, channel {channel + 1}: non-numeric value in "
+                                        f"{text[:40]!r}") from None
+        channels.append(values)
+    lengths = {len(c) for c in channels}
+    if len(lengths) != 1:
+        raise DataFormatError(path, f"line {number}: channels have different lengths {sorted(lengths)}")
+    return np.asarray(channels, dtype=np.float32)

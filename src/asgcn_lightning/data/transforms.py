@@ -1,0 +1,201 @@
+"""Per-sample transforms, composed from config.
+
+Every transform is a callable ``(sequence, layout, rng) -> sequence`` on a float32 array
+``(T, M, V, C)``; an all-zero body (an absent second actor, a missed detection) stays all zero.
+Two families are provided: the reference AS-GCN/ST-GCN behaviour (:class:`PadRepeat` to 300
+frames, :class:`CentreOnJoint`, :class:`AlignSpineShoulders`) and modern windowing
+(:class:`UniformSample`, :class:`RandomCropResize`) with augmentation and input streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from asgcn_lightning.errors import UserError
+from asgcn_lightning.models.layouts import Layout
+
+
+class Transform(Protocol):
+    def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray: ...
+
+
+def _present(sequence: np.ndarray) -> np.ndarray:
+    """Mask ``(T, M, V, 1)`` of joints that were observed (not exactly zero)."""
+    return (np.abs(sequence).sum(axis=-1, keepdims=True) > 0)
+
+
+def _resample(sequence: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Linear interpolation of the sequence at fractional frame ``positions``."""
+    low = np.floor(positions).astype(int).clip(0, len(sequence) - 1)
+    high = (low + 1).clip(max=len(sequence) - 1)
+    weight = (positions - low)[:, None, None, None].astype(np.float32)
+    return sequence[low] * (1 - weight) + sequence[high] * weight
+
+
+class PadRepeat:
+    """Reference behaviour: repeat the sequence until it fills ``length`` frames, then truncate."""
+
+    def __init__(self, length: int = 300) -> None:
+        self.length = length
+
+    def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        repeats = -(-self.length // len(sequence))
+        return np.concatenate([sequence] * repeats)[: self.length]
+
+
+class UniformSample:
+    """Modern windowing: ``length`` frames evenly spread over the whole sequence.
+
+    With ``jitter`` each frame is drawn at random inside its segment (training); without, the
+    segment centres are used (evaluation, deterministic).
+    """
+
+    def __init__(self, length: int = 64, jitter: bool = False) -> None:
+        self.length, self.jitter = length, jitter
+
+    def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        edges = np.linspace(0, len(sequence), self.length + 1)
+        offset = rng.uniform(0, 1, self.length) if self.jitter else np.full(self.length, 0.5)
+        positions = np.minimum(edges[:-1] + offset * (edges[1:] - edges[:-1]), len(sequence) - 1)
+        return _resample(sequence, positions)
+
+
+class RandomCropResize:
+    """Crop a random ``scale`` fraction of the sequence and resize it to ``length`` frames."""
+
+    def __init__(self, length: int = 64, scale: Sequence[float] = (0.5, 1.0)) -> None:
+        self.length, self.scale = length, tuple(scale)
+
+    def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        total = len(sequence)
+        span = max(1.0, rng.uniform(*self.scale) * total)
+        start = rng.uniform(0, total - span) if total > span else 0.0
+        positions = np.minimum(start + np.linspace(0, span - 1, self.length).clip(min=0), total - 1)
+        return _resample(sequence, positions)
+
+
+class CentreOnJoint:
+    """Subtract the first actor's ``joint`` (per frame, or its first-frame position) from every body."""
+
+    def __init__(self, joint: str | int | None = None, per_frame: bool = True) -> None:
+        self.joint, self.per_frame = joint, per_frame
+
+    def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        joint = layout.centre if self.joint is None else (
+            layout.index(self.joint) if isinstance(self.joint, str) else int(self.joint))
+        centre = sequence[:, 0:1, joint:joint + 1, :]
+        if not self.per_frame:
+            observed = np.flatnonzero(np.abs(centre).sum(axis=(1, 2, 3)) > 0)
+            centre = centre[observed[:1]] if len(observed) else np.zeros_like(centre[:1])
+        return (sequence - centre) * _present(sequence)
+
+
+def _rotation_between(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The rotation matrix that turns unit vector ``source`` onto ``target`` (Rodrigues)."""
+    axis = np.cross(source, target)
+    sin, cos = np.linalg.norm(axis), float(np.dot(source, target))
+    if sin < 1e-8:
+        return np.eye(3) if cos > 0 else -np.eye(3)
+    axis = axis / sin
+    skew = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + sin * skew + (1 - cos) * skew @ skew
+
+
+class AlignSpineShoulders:
+    """Reference behaviour: rotate so the first actor's spine points up (+y) and shoulders along x.
+
+    Uses the first frame where the actor is observed; needs a layout with ``spine`` and
+    ``shoulders`` and 3D coordinates.
+    """
+
+    def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        if layout.spine is None or layout.shoulders is None:
+            raise UserError(f"AlignSpineShoulders needs a layout with spine and shoulders; {layout.name} has none")
+        if sequence.shape[-1] != 3:
+            raise UserError("AlignSpineShoulders needs 3D coordinates (C=3)")
+        observed = np.flatnonzero(np.abs(sequence[:, 0]).sum(axis=(1, 2)) > 0)
+        if not len(observed):
+            return sequence
+        body = sequence[observed[0], 0].astype(np.float64)
+        spine = body[layout.spine[1]] - body[layout.spine[0]]
+        if np.linalg.norm(spine) < 1e-8:
+            return sequence
+        first = _rotation_between(spine / np.linalg.norm(spine), np.array([0.0, 1.0, 0.0]))
+        shoulders = first @ (body[layout.shoulders[1]] - body[layout.shoulders[0]])
+        shoulders[1] = 0.0  # only the turn about the (now vertical) spine is left to fix
+        if np.linalg.norm(shoulders) < 1e-8:
+            rotation = first
+        else:
+            rotation = _rotation_between(shoulders / np.linalg.norm(shoulders), np.array([1.0, 0.0, 0.0])) @ first
+        return (sequence @ rotation.T.astype(np.float32)) * _present(sequence)
+
+
+class RandomRotate:
+    """Augmentation: one random rotation per sample, up to ``degrees`` about x, y and z."""
+
+    def __init__(self, degrees: Sequence[float] = (15.0, 15.0, 15.0)) -> None:
+        self.degrees = np.radians(np.asarray(degrees, dtype=np.float64))
+
+    def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        ax, ay, az = rng.uniform(-self.degrees, self.degrees)
+        rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+        ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+        rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+        rotation = (rz @ ry @ rx).astype(np.float32)
+        spatial = min(3, sequence.shape[-1])
+        out = sequence.copy()
+        out[..., :spatial] = sequence[..., :spatial] @ rotation[:spatial, :spatial].T
+        return out * _present(sequence)
+
+
+class RandomScale:
+    """Augmentation: scale coordinates by a random factor per axis in ``[low, high]``."""
+
+    def __init__(self, low: float = 0.9, high: float = 1.1) -> None:
+        self.low, self.high = low, high
+
+    def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        spatial = min(3, sequence.shape[-1])
+        factor = np.ones(sequence.shape[-1], dtype=np.float32)
+        factor[:spatial] = rng.uniform(self.low, self.high, spatial)
+        return sequence * factor
+
+
+STREAMS = ("joint", "bone", "joint_motion", "bone_motion")
+
+
+class Stream:
+    """Input stream: joints, bones (child minus parent), or the frame-to-frame motion of either."""
+
+    def __init__(self, kind: str = "joint") -> None:
+        if kind not in STREAMS:
+            raise UserError(f"unknown stream {kind!r}; choose one of {list(STREAMS)}")
+        self.kind = kind
+
+    def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        out = sequence
+        if self.kind.startswith("bone"):
+            out = np.zeros_like(sequence)
+            for child, parent in layout.bones:
+                out[:, :, child] = sequence[:, :, child] - sequence[:, :, parent]
+            out *= _present(sequence)
+        if self.kind.endswith("motion"):
+            motion = np.zeros_like(out)
+            motion[:-1] = out[1:] - out[:-1]
+            out = motion
+        return out
+
+
+class Compose:
+    """Apply transforms in order; the list comes straight from a Hydra config."""
+
+    def __init__(self, transforms: Sequence[Transform] = ()) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        for transform in self.transforms:
+            sequence = transform(sequence, layout, rng)
+        return np.ascontiguousarray(sequence, dtype=np.float32)

@@ -1,0 +1,41 @@
+"""User-facing errors: one clear line that names the file or option and the problem.
+
+Code raises :class:`UserError` for anything a user can fix (bad path, bad option, corrupt file);
+entry points catch it and print the message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class UserError(Exception):
+    """An error caused by user input; its message is shown to the user as is."""
+
+
+class DataFormatError(UserError):
+    """A source file that does not follow its format; the message names the file and the problem."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+
+
+def exit_on_user_error(func: F) -> F:
+    """Turn a :class:`UserError` escaping ``func`` into a one-line message and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return func(*args, **kwargs)
+        except UserError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]

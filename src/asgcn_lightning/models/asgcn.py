@@ -1,0 +1,190 @@
+"""The AS-GCN network: data normalisation, AS-GCN blocks over S- and A-links, recognition and prediction.
+
+Parameter counts of the reference configuration (NTU-60: 25 joints, C=3, 60 classes, L=4 so 9
+S-link subsets, 3 A-link types, λ=0.5, 10 predicted frames):
+
+* backbone + recognition 4,797,267 — the S-links-only network (4,368,211) plus, in every block,
+  ``out × 2`` more output channels of the one ASGC 1×1 convolution, one slice per real A-link
+  type (429,056); identical to the reference;
+* prediction head 2,178,901 (reference 2,190,211, see :class:`~asgcn_lightning.models.heads.PredictionHead`);
+* AIM 417,926 (reference 417,798, see :mod:`asgcn_lightning.models.aim`);
+* total 7,394,094 (reference 7,405,276, −0.15 %).
+
+The ablations of the paper are constructor arguments of the same code: ST-GCN
+(``max_hop=1, use_alinks=False, prediction_head=False``), S-links only (``use_alinks=False``),
+A-links only (``use_slinks=False``), with or without the prediction head, and any number of
+A-link types, λ or hop distance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from asgcn_lightning.errors import UserError
+from asgcn_lightning.models.aim import AIM
+from asgcn_lightning.models.blocks import ASGCBlock
+from asgcn_lightning.models.graph import structural_links
+from asgcn_lightning.models.heads import PredictionHead, RecognitionHead
+from asgcn_lightning.models.layouts import Layout, make_layout
+from asgcn_lightning.models.network import NetworkOutput
+
+
+class ASGCN(nn.Module):
+    """Skeleton sequences ``(N, C, T, V, M)`` → class logits, with the A-link and prediction side tasks.
+
+    Persons share all weights and are averaged before the classifier. ``num_class``, the joint
+    layout and the input channels come from the data module, so any data set and class subset works.
+
+    With ``use_slinks=False`` (A-links only) the S-links shrink to each joint's link to itself: a
+    joint is never A-linked to itself, so without it a joint would lose its own features.
+
+    The prediction head observes the first ``T - predict_frames`` frames of the window and predicts
+    the last ``predict_frames``. Features of the whole window cannot be used: the temporal
+    convolutions and the pooling see every frame, so the "future" would be in the input. In
+    :meth:`forward_train` (training, validation and test steps) one backbone pass on the observed
+    frames feeds both heads; plain :meth:`forward` (inference) classifies the whole window.
+    """
+
+    def __init__(
+        self,
+        num_class: int,
+        layout: Layout | dict[str, Any],
+        in_channels: int = 3,
+        num_person: int = 2,
+        channels: Sequence[int] = (64, 64, 64, 128, 128, 128, 256, 256, 256),
+        strides: Sequence[int] = (1, 1, 1, 2, 1, 1, 2, 1, 1),
+        max_hop: int = 4,
+        partition: str = "spatial",
+        temporal_kernel: int = 9,
+        dropout: float = 0.5,
+        edge_importance: bool = True,
+        use_slinks: bool = True,
+        use_alinks: bool = True,
+        num_alink_types: int = 3,
+        lambda_: float = 0.5,
+        aim_hidden: int = 128,
+        aim_input_frames: int = 50,
+        prior: Sequence[float] | None = None,
+        gumbel_tau: float = 0.5,
+        aim_variance: float = 5e-5,
+        aim_rollout: int = 10,
+        prediction_head: bool = True,
+        predict_frames: int = 10,
+        prediction_weight: float = 0.01,
+        prediction_channels: int | None = None,
+    ) -> None:
+        super().__init__()
+        if len(channels) != len(strides) or not channels:
+            raise UserError(f"channels ({len(channels)}) and strides ({len(strides)}) need one entry per "
+                            "block")
+        if not (use_slinks or use_alinks):
+            raise UserError("use_slinks and use_alinks are both false; a network needs at least one")
+        if prediction_head and predict_frames < 1:
+            raise UserError(f"predict_frames must be at least 1, got {predict_frames}")
+        self.layout = layout if isinstance(layout, Layout) else make_layout(**layout)
+        self.num_person, self.in_channels = num_person, in_channels
+        num_joints = self.layout.num_joints
+        if use_slinks:
+            links = torch.from_numpy(structural_links(self.layout, max_hop, partition))
+        else:
+            links = torch.eye(num_joints)[None]
+        self.register_buffer("s_links", links, persistent=False)
+        self.detach_alinks = True
+        self.aim = AIM(in_channels, num_alink_types, aim_hidden, aim_input_frames, prior, gumbel_tau,
+                       aim_variance, aim_rollout) if use_alinks else None
+        graph = {"num_joints": num_joints, "num_subsets": links.shape[0], "lambda_": lambda_,
+                 "num_alink_types": num_alink_types - 1 if use_alinks else 0,
+                 "edge_importance": edge_importance}
+
+        self.data_bn = nn.BatchNorm1d(in_channels * num_joints)
+        widths = [in_channels, *channels]
+        self.blocks = nn.ModuleList(
+            ASGCBlock(widths[i], widths[i + 1], stride=strides[i], temporal_kernel=temporal_kernel,
+                      dropout=0.0 if i == 0 else dropout, residual=i > 0, **graph)
+            for i in range(len(channels))
+        )
+        self.head = RecognitionHead(widths[-1], num_class)
+        self.predict_frames, self.prediction_weight = predict_frames, prediction_weight
+        self.predictor = PredictionHead(widths[-1], in_channels, predict_frames=predict_frames,
+                                        hidden=prediction_channels, temporal_kernel=temporal_kernel,
+                                        dropout=dropout, **graph) if prediction_head else None
+
+    # -- pieces ------------------------------------------------------------------------------------
+    @staticmethod
+    def bodies(x: torch.Tensor) -> torch.Tensor:
+        """Input ``(N, C, T, V, M)`` → one body per row ``(N·M, C, T, V)``, persons of a sample adjacent."""
+        n, c, t, v, m = x.shape
+        return x.permute(0, 4, 1, 2, 3).reshape(n * m, c, t, v)
+
+    def alink_weights(self, bodies: torch.Tensor) -> torch.Tensor | None:
+        """Normalised A-links ``(N·M, K_a, V, V)`` of the real link types, or ``None`` without A-links.
+
+        Training samples the link types (Gumbel-softmax), evaluation takes the most probable one.
+        Each receiver averages over its linked senders, so the AGC output has the scale of one
+        neighbour's features however many links a joint has (a joint without links gets zero).
+        """
+        if self.aim is None:
+            return None
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_alinks):
+            links = self.aim.links(self.aim.logits(self.aim.resample(bodies)), sample=self.training)
+            links = links[..., 1:].permute(0, 3, 1, 2)
+            return links / links.sum(dim=2, keepdim=True).clamp(min=1.0)
+
+    def alink_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """A-link type probabilities ``(N, M, V, V, types)`` of an input; ``[..., i, j, k]`` is i → j."""
+        if self.aim is None:
+            raise UserError("this network has no A-links (use_alinks is false)")
+        n, m = x.shape[0], x.shape[-1]
+        probabilities = self.aim.probabilities(self.aim.logits(self.aim.resample(self.bodies(x))))
+        return probabilities.view(n, m, *probabilities.shape[1:])
+
+    def features(self, bodies: torch.Tensor, a_links: torch.Tensor | None) -> torch.Tensor:
+        """Backbone features ``(N·M, C', T', V)`` of bodies ``(N·M, C, T, V)``."""
+        b, c, t, v = bodies.shape
+        x = self.data_bn(bodies.permute(0, 3, 1, 2).reshape(b, v * c, t))
+        x = x.view(b, v, c, t).permute(0, 2, 3, 1).contiguous()
+        for block in self.blocks:
+            x = block(x, self.s_links, a_links)
+        return x
+
+    # -- the network contract ----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bodies = self.bodies(x)
+        return self.head(self.features(bodies, self.alink_weights(bodies)), x.shape[-1])
+
+    def forward_train(self, x: torch.Tensor) -> NetworkOutput:
+        """Logits, the weighted prediction loss and the prediction error ``mpjpe`` (in input units).
+
+        Targets are the last ``predict_frames`` frames; joints that are exactly zero there (absent
+        persons, missed detections) count in neither the loss nor the metric.
+        """
+        if self.predictor is None:
+            return NetworkOutput(logits=self(x))
+        t, m = x.shape[2], x.shape[4]
+        if t <= self.predict_frames:
+            raise UserError(f"a window of {t} frames is too short to predict {self.predict_frames} frames "
+                            "(use longer windows or a smaller predict_frames)")
+        bodies = self.bodies(x[:, :, : t - self.predict_frames])
+        a_links = self.alink_weights(bodies)
+        features = self.features(bodies, a_links)
+        logits = self.head(features, m)
+        predicted = self.predictor(features, bodies[:, :, -1], self.s_links, a_links)
+        target = self.bodies(x[:, :, t - self.predict_frames:]).transpose(1, 2)
+        valid = (target.abs().sum(dim=2) > 0).to(x.dtype)
+        count = valid.sum().clamp(min=1.0)
+        squared = (predicted - target).square().sum(dim=2)
+        loss = (squared * valid).sum() / count
+        mpjpe = (squared.detach().sqrt() * valid).sum() / count
+        return NetworkOutput(logits=logits, losses={"prediction": self.prediction_weight * loss},
+                             metrics={"mpjpe": mpjpe})
+
+    def aim_loss(self, x: torch.Tensor) -> NetworkOutput:
+        """The AIM objective on the whole window: ``nll + kl``, plus the reconstruction MSE as a metric."""
+        if self.aim is None:
+            raise UserError("this network has no A-link inference module (use_alinks is false)")
+        nll, kl, mse = self.aim.loss(self.bodies(x))
+        return NetworkOutput(logits=x.new_zeros(0), losses={"nll": nll, "kl": kl}, metrics={"aim_mse": mse})

@@ -1,0 +1,175 @@
+"""Skeleton joint layouts: joint names, bones and the joints that normalisation needs.
+
+A layout is data, not code: the built-in ones (NTU Kinect v2, OpenPose BODY_25, COCO-18) are
+defined here, and any other skeleton comes from config through :func:`make_layout`, so a custom
+data set trains without code changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from asgcn_lightning.errors import UserError
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A skeleton: ``V`` named joints, undirected bones between them and a centre joint.
+
+    ``spine`` (lower, upper) and ``shoulders`` (right, left) name the joints used to centre and
+    rotate a body into a canonical frame; they are optional for layouts without a torso.
+    """
+
+    name: str
+    joints: tuple[str, ...]
+    edges: tuple[tuple[int, int], ...]
+    centre: int
+    spine: tuple[int, int] | None = None
+    shoulders: tuple[int, int] | None = None
+    parents: tuple[int, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        num = len(self.joints)
+        if num == 0:
+            raise UserError(f"layout {self.name!r}: it has no joints")
+        if len(set(self.joints)) != num:
+            raise UserError(f"layout {self.name!r}: joint names are not unique")
+        for a, b in self.edges:
+            if not (0 <= a < num and 0 <= b < num) or a == b:
+                raise UserError(f"layout {self.name!r}: edge ({a}, {b}) is not between two of its {num} joints")
+        extra = [self.centre, *(self.spine or ()), *(self.shoulders or ())]
+        if any(not 0 <= j < num for j in extra):
+            raise UserError(f"layout {self.name!r}: centre/spine/shoulder joints must be in 0..{num - 1}")
+        object.__setattr__(self, "parents", parents_from_root(num, self.edges, self.centre))
+
+    @property
+    def num_joints(self) -> int:
+        return len(self.joints)
+
+    @property
+    def bones(self) -> tuple[tuple[int, int], ...]:
+        """(child, parent) pairs towards the centre; the bone stream subtracts parent from child."""
+        return tuple((j, p) for j, p in enumerate(self.parents) if p >= 0)
+
+    def index(self, joint: str) -> int:
+        try:
+            return self.joints.index(joint)
+        except ValueError:
+            raise UserError(f"layout {self.name!r} has no joint {joint!r}; it has {list(self.joints)}") from None
+
+
+def parents_from_root(num: int, edges: Sequence[tuple[int, int]], root: int) -> tuple[int, ...]:
+    """Breadth-first parents from ``root``; joints not connected to it get -1 (their own root)."""
+    neighbours: list[list[int]] = [[] for _ in range(num)]
+    for a, b in edges:
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    parents = [-2] * num
+    parents[root] = -1
+    queue = [root]
+    for joint in queue:
+        for other in neighbours[joint]:
+            if parents[other] == -2:
+                parents[other] = joint
+                queue.append(other)
+    return tuple(-1 if p == -2 else p for p in parents)
+
+
+def _one_based(pairs: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    return tuple((a - 1, b - 1) for a, b in pairs)
+
+
+NTU25 = Layout(
+    name="ntu25",
+    joints=(
+        "spine_base", "spine_mid", "neck", "head",
+        "left_shoulder", "left_elbow", "left_wrist", "left_hand",
+        "right_shoulder", "right_elbow", "right_wrist", "right_hand",
+        "left_hip", "left_knee", "left_ankle", "left_foot",
+        "right_hip", "right_knee", "right_ankle", "right_foot",
+        "spine_shoulder", "left_hand_tip", "left_thumb", "right_hand_tip", "right_thumb",
+    ),
+    edges=_one_based([
+        (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
+        (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
+        (20, 19), (22, 8), (23, 8), (24, 12), (25, 12),
+    ]),
+    centre=20,
+    spine=(0, 20),
+    shoulders=(8, 4),
+)
+
+OPENPOSE25 = Layout(
+    name="openpose25",
+    joints=(
+        "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder",
+        "left_elbow", "left_wrist", "mid_hip", "right_hip", "right_knee", "right_ankle",
+        "left_hip", "left_knee", "left_ankle", "right_eye", "left_eye", "right_ear", "left_ear",
+        "left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe", "right_heel",
+    ),
+    edges=(
+        (0, 1), (1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (10, 11),
+        (8, 12), (12, 13), (13, 14), (0, 15), (15, 17), (0, 16), (16, 18), (14, 19), (19, 20),
+        (14, 21), (11, 22), (22, 23), (11, 24),
+    ),
+    centre=1,
+    spine=(8, 1),
+    shoulders=(2, 5),
+)
+
+COCO18 = Layout(
+    name="coco18",
+    joints=(
+        "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder",
+        "left_elbow", "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip",
+        "left_knee", "left_ankle", "right_eye", "left_eye", "right_ear", "left_ear",
+    ),
+    edges=(
+        (4, 3), (3, 2), (7, 6), (6, 5), (13, 12), (12, 11), (10, 9), (9, 8), (11, 5), (8, 2),
+        (5, 1), (2, 1), (0, 1), (15, 0), (14, 0), (17, 15), (16, 14),
+    ),
+    centre=1,
+    shoulders=(2, 5),
+)
+
+BUILTIN_LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (NTU25, OPENPOSE25, COCO18)}
+
+
+def make_layout(
+    name: str,
+    joints: Sequence[str] | None = None,
+    edges: Sequence[Sequence[int | str]] | None = None,
+    centre: int | str = 0,
+    spine: Sequence[int | str] | None = None,
+    shoulders: Sequence[int | str] | None = None,
+) -> Layout:
+    """A built-in layout by name, or a custom one when ``joints`` and ``edges`` are given.
+
+    Edges and special joints may be given by joint name or by 0-based index.
+    """
+    if joints is None:
+        if name not in BUILTIN_LAYOUTS:
+            raise UserError(f"unknown layout {name!r}; built-in layouts are {sorted(BUILTIN_LAYOUTS)} "
+                            "(or give joints and edges for a custom one)")
+        return BUILTIN_LAYOUTS[name]
+    names = tuple(str(j) for j in joints)
+
+    def resolve(joint: int | str) -> int:
+        if isinstance(joint, str) and not joint.lstrip("-").isdigit():
+            if joint not in names:
+                raise UserError(f"layout {name!r}: unknown joint {joint!r} (joints are {list(names)})")
+            return names.index(joint)
+        return int(joint)
+
+    def resolve_pair(pair: Sequence[int | str] | None) -> tuple[int, int] | None:
+        return None if pair is None else (resolve(pair[0]), resolve(pair[1]))
+
+    return Layout(
+        name=name,
+        joints=names,
+        edges=tuple((resolve(a), resolve(b)) for a, b in (edges or ())),
+        centre=resolve(centre),
+        spine=resolve_pair(spine),
+        shoulders=resolve_pair(shoulders),
+    )

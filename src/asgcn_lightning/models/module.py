@@ -1,0 +1,223 @@
+"""The LightningModule: losses, metrics, the two AS-GCN training stages, optimisers and schedules.
+
+Training runs in up to two stages inside one Trainer run. Stage ``aim`` (the first
+``aim_pretrain_epochs`` epochs) trains only the A-link inference module on its own loss with its
+own optimiser; stage ``main`` trains the backbone and heads on cross-entropy plus the network's
+auxiliary losses. Because the two stages use different optimisers, optimisation is manual; both
+optimisers and both schedules live in every checkpoint, so a resume on either side of the stage
+boundary continues exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim import Optimizer
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+
+from asgcn_lightning.errors import UserError
+
+AIM_MODES = ("frozen", "finetune", "separate")
+
+
+class ActionRecognitionModule(L.LightningModule):
+    """Wraps any network that follows :mod:`asgcn_lightning.models.network`.
+
+    ``optimizer``/``scheduler`` (and ``aim.optimizer``/``aim.scheduler``) are factories from the
+    Hydra config (``_partial_: true``) so the module decides which parameters each one gets.
+    ``aim.pretrain_epochs`` is the length of the AIM stage; ``aim.mode`` says what happens to the
+    AIM in the main stage: ``frozen`` (reference: A-links inferred with the pretrained AIM, no
+    gradient), ``finetune`` (AIM parameters join the main optimiser) or ``separate`` (the AIM keeps
+    training on its own loss with its own optimiser).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        optimizer: Callable[..., Optimizer],
+        scheduler: Callable[[Optimizer], Any] | None = None,
+        aim: Mapping[str, Any] | None = None,
+        class_names: Sequence[str] | None = None,
+        gradient_clip_val: float | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.network = network
+        aim = dict(aim or {})
+        unknown = set(aim) - {"pretrain_epochs", "mode", "optimizer", "scheduler"}
+        if unknown:
+            raise UserError(f"unknown model.aim keys {sorted(unknown)}; "
+                            "use pretrain_epochs, mode, optimizer, scheduler")
+        aim_mode = aim.get("mode", "frozen")
+        if aim_mode not in AIM_MODES:
+            raise UserError(f"unknown model.aim.mode {aim_mode!r}; choose one of {list(AIM_MODES)}")
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.aim_optimizer_factory = aim.get("optimizer")
+        self.aim_scheduler_factory = aim.get("scheduler")
+        self.has_aim = getattr(network, "aim", None) is not None
+        self.aim_pretrain_epochs = int(aim.get("pretrain_epochs", 0)) if self.has_aim else 0
+        self.aim_mode = aim_mode
+        if self.has_aim:
+            network.detach_alinks = aim_mode != "finetune"
+        self.class_names = list(class_names) if class_names else None
+        self.gradient_clip_val = gradient_clip_val
+        self.compile = compile
+        num_class = network.head.fc.out_features
+        self.num_class = num_class
+        self.train_metrics = self._accuracy(num_class, "train/")
+        self.val_metrics = self._accuracy(num_class, "val/")
+        self.test_metrics = self._accuracy(num_class, "test/")
+        self.val_confusion = MulticlassConfusionMatrix(num_class)
+        self.test_confusion = MulticlassConfusionMatrix(num_class)
+        self.save_hyperparameters(ignore=["network"], logger=False)
+
+    @staticmethod
+    def _accuracy(num_class: int, prefix: str) -> MetricCollection:
+        metrics = {"acc_top1": MulticlassAccuracy(num_class, top_k=1, average="micro")}
+        if num_class > 5:
+            metrics["acc_top5"] = MulticlassAccuracy(num_class, top_k=5, average="micro")
+        return MetricCollection(metrics, prefix=prefix)
+
+    # -- stages ------------------------------------------------------------------------------------
+    @property
+    def stage(self) -> str:
+        return "aim" if self.current_epoch < self.aim_pretrain_epochs else "main"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+    def configure_model(self) -> None:
+        if self.compile and not isinstance(self.network, torch._dynamo.eval_frame.OptimizedModule):
+            self.network = torch.compile(self.network)  # type: ignore[assignment]
+
+    # -- optimisation --------------------------------------------------------------------------------
+    def _aim_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.network.aim.parameters() if p.requires_grad] if self.has_aim else []
+
+    def configure_optimizers(self) -> Any:
+        aim_ids = {id(p) for p in self._aim_parameters()}
+        main_params = [p for p in self.network.parameters()
+                       if p.requires_grad and (self.aim_mode == "finetune" or id(p) not in aim_ids)]
+        optimizers = [self.optimizer_factory(main_params)]
+        schedulers = [self.scheduler_factory(optimizers[0])] if self.scheduler_factory else []
+        if self.has_aim and self.aim_optimizer_factory is not None:
+            aim_opt = self.aim_optimizer_factory(self._aim_parameters())
+            optimizers.append(aim_opt)
+            if self.aim_scheduler_factory is not None:
+                schedulers.append(self.aim_scheduler_factory(aim_opt))
+        return optimizers, schedulers
+
+    def _optimizers(self) -> tuple[Any, Any | None]:
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        return optimizers[0], optimizers[1] if len(optimizers) > 1 else None
+
+    def _step(self, optimizer: Any, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        if self.gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+        optimizer.step()
+
+    # -- steps ---------------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        main_opt, aim_opt = self._optimizers()
+        if self.stage == "aim":
+            if aim_opt is None:
+                raise UserError("the AIM pretraining stage needs model.aim_optimizer")
+            aim = self.network.aim_loss(x)
+            loss = sum(aim.losses.values())
+            self._step(aim_opt, loss)
+            self._log_terms("train/", aim.losses, aim.metrics, len(y), loss_name="aim_loss", loss=loss)
+            return loss.detach()
+        out = self.network.forward_train(x)
+        ce = F.cross_entropy(out.logits, y)
+        loss = ce + sum(out.losses.values())
+        self._step(main_opt, loss)
+        if self.has_aim and self.aim_mode == "separate" and aim_opt is not None:
+            aim = self.network.aim_loss(x)
+            self._step(aim_opt, sum(aim.losses.values()))
+        self.train_metrics.update(out.logits.detach(), y)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(y))
+        self._log_terms("train/", {"ce": ce, **out.losses}, out.metrics, len(y), loss_name="loss", loss=loss)
+        return loss.detach()
+
+    def on_train_epoch_end(self) -> None:
+        main_sched, aim_sched = self._schedulers()
+        stepped = aim_sched if self.stage == "aim" else main_sched
+        if stepped is not None:
+            stepped.step()
+        if self.stage == "main" and self.aim_mode == "separate" and aim_sched is not None:
+            aim_sched.step()
+        self.log("stage", 0.0 if self.stage == "aim" else 1.0, on_epoch=True)
+
+    def _schedulers(self) -> tuple[Any | None, Any | None]:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return None, None
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        main = schedulers[0] if self.scheduler_factory else None
+        aim = schedulers[-1] if self.aim_scheduler_factory and self.aim_optimizer_factory and self.has_aim else None
+        return main, aim
+
+    def _log_terms(self, prefix: str, losses: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor],
+                   batch_size: int, loss_name: str, loss: torch.Tensor) -> None:
+        on_step = prefix == "train/"
+        self.log(prefix + loss_name, loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size,
+                 sync_dist=not on_step)
+        terms = {prefix + k: v for k, v in {**losses, **metrics}.items()}
+        if terms:
+            self.log_dict(terms, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=not on_step)
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str, metrics: MetricCollection,
+                  confusion: MulticlassConfusionMatrix) -> None:
+        x, y = batch
+        if self.stage == "aim":
+            aim = self.network.aim_loss(x)
+            self._log_terms(prefix, aim.losses, aim.metrics, len(y), loss_name="aim_loss",
+                            loss=sum(aim.losses.values()))
+            return
+        out = self.network.forward_train(x)
+        ce = F.cross_entropy(out.logits, y)
+        metrics.update(out.logits, y)
+        confusion.update(out.logits, y)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self._log_terms(prefix, {"ce": ce, **out.losses}, out.metrics, len(y), loss_name="loss",
+                        loss=ce + sum(out.losses.values()))
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val/", self.val_metrics, self.val_confusion)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test/", self.test_metrics, self.test_confusion)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        x = batch[0] if isinstance(batch, list | tuple) else batch
+        probabilities = torch.softmax(self.network(x), dim=-1)
+        out = {"probabilities": probabilities}
+        if isinstance(batch, list | tuple) and len(batch) > 1:
+            out["labels"] = batch[1]
+        return out
+
+    # -- confusion matrices ----------------------------------------------------------------------------
+    def on_validation_epoch_end(self) -> None:
+        self.last_val_confusion = self._finish_confusion(self.val_confusion)
+
+    def on_test_epoch_end(self) -> None:
+        self.last_test_confusion = self._finish_confusion(self.test_confusion)
+
+    @staticmethod
+    def _finish_confusion(confusion: MulticlassConfusionMatrix) -> torch.Tensor | None:
+        if not confusion.update_called:
+            return None
+        matrix = confusion.compute().cpu()  # synchronised across processes by torchmetrics
+        confusion.reset()
+        return matrix

@@ -1,0 +1,35 @@
+"""Prepare a data set once: ``python -m asgcn_lightning.prepare dataset=ntu60 dataset.raw_dir=<folder>``.
+
+Reads the source files named in the data set's config (``dataset.prepare``), writes the prepared
+store to ``dataset.store_dir`` atomically and prints what was stored and which files were skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from asgcn_lightning.config import config_dir
+from asgcn_lightning.data.store import SkeletonStore, print_prepare_summary
+from asgcn_lightning.errors import UserError, exit_on_user_error
+
+
+def prepare(cfg: DictConfig) -> SkeletonStore:
+    if cfg.dataset.get("prepare") is None:
+        raise UserError(f"data set {cfg.dataset.name!r} has no prepare step")
+    store = instantiate(cfg.dataset.prepare)(store_dir=Path(cfg.dataset.store_dir))
+    print_prepare_summary(store)
+    return store
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="prepare")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    prepare(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Pictures of the A-links an AS-GCN infers for one sample: the strongest links of each type on the body."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from asgcn_lightning.errors import UserError
+from asgcn_lightning.models.asgcn import ASGCN
+from asgcn_lightning.visual.skeleton import draw_pose
+
+
+def alink_probabilities(network: ASGCN, sample: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Link type probabilities ``(M, V, V, types)`` of one sample ``(C, T, V, M)``, in evaluation mode.
+
+    The network's training flag is restored afterwards, so this is safe to call from a callback.
+    """
+    x = torch.as_tensor(np.asarray(sample), dtype=torch.float32)[None]
+    device = next(network.parameters()).device
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            return network.alink_probabilities(x.to(device))[0].cpu().numpy()
+    finally:
+        network.train(was_training)
+
+
+def alink_figure(network: ASGCN, sample: torch.Tensor | np.ndarray, person: int = 0, top_k: int | None = None,
+                 frame: int | None = None, axes: tuple[int, int] = (0, 1), title: str = "") -> Figure:
+    """One panel per real A-link type: the body at ``frame`` (default: the middle one) with arrows
+    from sender to receiver for the ``top_k`` most probable links of that type (default: as many
+    as the layout has joints), darker and thicker the more probable.
+    """
+    sample = np.asarray(sample, dtype=np.float32)
+    if sample.ndim != 4:
+        raise UserError(f"an A-link picture needs one sample (C, T, V, M), got shape {sample.shape}")
+    pose = sample[:, sample.shape[1] // 2 if frame is None else frame, :, person].T
+    if not np.abs(pose).sum():
+        raise UserError(f"person {person} is absent from the chosen frame of this sample")
+    probabilities = alink_probabilities(network, sample)[person]
+    num_joints, num_types = probabilities.shape[0], probabilities.shape[-1]
+    top_k = min(top_k or num_joints, num_joints * (num_joints - 1))
+    off_diagonal = ~np.eye(num_joints, dtype=bool)
+
+    figure, panels = plt.subplots(1, num_types - 1, figsize=(4 * (num_types - 1), 4.4), squeeze=False)
+    colours = plt.get_cmap("Reds")
+    low, high = pose[:, list(axes)].min(0), pose[:, list(axes)].max(0)
+    margin = 0.1 * max(float((high - low).max()), 1e-6)
+    for kind, panel in enumerate(panels[0], start=1):
+        draw_pose(panel, pose, network.layout, color="lightgray", axes=axes)
+        strength = np.where(off_diagonal, probabilities[..., kind], 0.0)
+        strongest = np.argsort(strength, axis=None)[::-1][:top_k]
+        for sender, receiver in zip(*np.unravel_index(strongest, strength.shape), strict=True):
+            p = float(strength[sender, receiver])
+            panel.annotate("", xy=pose[receiver, list(axes)], xytext=pose[sender, list(axes)],
+                           arrowprops={"arrowstyle": "->", "color": colours(0.3 + 0.7 * p),
+                                       "lw": 0.5 + 2.5 * p, "shrinkA": 2, "shrinkB": 2})
+        panel.set_xlim(low[0] - margin, high[0] + margin)
+        panel.set_ylim(low[1] - margin, high[1] + margin)
+        panel.set_aspect("equal")
+        panel.set_title(f"A-link type {kind}: top {top_k}", fontsize=9)
+        panel.axis("off")
+    figure.suptitle(title or f"A-links of person {person} ({network.layout.name})")
+    figure.tight_layout()
+    return figure
+
+
+def save_alink_figure(network: ASGCN, sample: torch.Tensor | np.ndarray, path: str | Path, person: int = 0,
+                      top_k: int | None = None, frame: int | None = None, axes: tuple[int, int] = (0, 1),
+                      title: str = "") -> Path:
+    """Write :func:`alink_figure` as a PNG and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure = alink_figure(network, sample, person, top_k, frame, axes, title)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -1,0 +1,186 @@
+"""Prepared store, synthetic generator, transforms, splits and the data module."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from asgcn_lightning.data import transforms as T
+from asgcn_lightning.data.datamodule import SkeletonDataModule, resolve_classes
+from asgcn_lightning.data.splits import MetadataSplit, RandomSplit
+from asgcn_lightning.data.store import SampleRecord, SkeletonStore, StoreWriter
+from asgcn_lightning.data.synthetic import SyntheticSkeletons, prepare_synthetic
+from asgcn_lightning.errors import UserError
+from asgcn_lightning.models.layouts import NTU25
+
+RNG = np.random.default_rng(0)
+
+
+def _writer(root, **kw):
+    return StoreWriter(root, dataset="toy", layout="ntu25", num_person=2, num_joints=25, channels=3,
+                       class_names=["a", "b"], **kw)
+
+
+def test_store_round_trip_keeps_arrays_metadata_and_skipped_files(tmp_path):
+    sequences = [RNG.normal(size=(n, 2, 25, 3)).astype(np.float32) for n in (5, 9, 1)]
+    with _writer(tmp_path / "store") as writer:
+        for i, seq in enumerate(sequences):
+            writer.add(SampleRecord(f"s{i}", label=i % 2, subject=i + 1, camera=2), seq)
+        writer.skip("bad.skeleton", "truncated")
+        writer.commit()
+    store = SkeletonStore(tmp_path / "store")
+    assert len(store) == 3 and store.meta.total_frames == 15
+    for i, seq in enumerate(sequences):
+        np.testing.assert_array_equal(store.sequence(i), seq)
+        assert store.record(i) == SampleRecord(f"s{i}", label=i % 2, subject=i + 1, camera=2)
+    assert store.meta.skipped == [{"file": "bad.skeleton", "reason": "truncated"}]
+    assert (tmp_path / "store" / "skipped.tsv").read_text() == "bad.skeleton\ttruncated\n"
+
+
+def test_failed_preparation_leaves_previous_store_untouched_and_no_half_store(tmp_path):
+    root = tmp_path / "store"
+    with _writer(root) as writer:
+        writer.add(SampleRecord("old", 0), np.ones((3, 2, 25, 3)))
+        writer.commit()
+    with pytest.raises(RuntimeError), _writer(root) as writer:
+        writer.add(SampleRecord("new", 1), np.zeros((4, 2, 25, 3)))
+        raise RuntimeError("killed mid-way")
+    store = SkeletonStore(root)
+    assert [store.record(0).name] == ["old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_damaged_store_is_a_clear_error(tmp_path):
+    root = tmp_path / "store"
+    with _writer(root) as writer:
+        writer.add(SampleRecord("x", 0), np.ones((3, 2, 25, 3)))
+        writer.commit()
+    with open(root / "frames.f32", "r+b") as handle:
+        handle.truncate(100)
+    with pytest.raises(UserError, match="damaged"):
+        SkeletonStore(root)
+    with pytest.raises(UserError, match="no prepared data set"):
+        SkeletonStore(tmp_path / "nowhere")
+
+
+def test_writer_rejects_wrong_shapes_and_nan(tmp_path):
+    with _writer(tmp_path / "s") as writer:
+        with pytest.raises(ValueError, match="expected"):
+            writer.add(SampleRecord("x", 0), np.ones((3, 2, 18, 3)))
+        with pytest.raises(ValueError, match="NaN"):
+            writer.add(SampleRecord("x", 0), np.full((3, 2, 25, 3), np.nan))
+
+
+def test_synthetic_set_is_deterministic_with_full_metadata(tmp_path):
+    a, b = SyntheticSkeletons(seed=3), SyntheticSkeletons(seed=3)
+    record = a.records()[17]
+    np.testing.assert_array_equal(a.sample(record), b.sample(record))
+    store = prepare_synthetic(tmp_path / "syn", num_subjects=4, num_cameras=3, num_setups=2)
+    index = store.index
+    assert len(store) == 4 * 3 * 2 * 10
+    assert set(index["subject"]) == {1, 2, 3, 4} and set(index["camera"]) == {1, 2, 3}
+    assert set(index["setup"]) == {1, 2} and np.bincount(index["label"]).tolist() == [24] * 10
+    sample = store.sequence(0)
+    assert np.abs(sample[:, 0]).sum() > 0 and np.abs(sample[:, 1]).sum() == 0  # second actor absent
+
+
+def test_synthetic_classes_differ_in_which_limbs_move():
+    generator = SyntheticSkeletons()
+    records = {r.label: r for r in generator.records() if r.camera == 1 and r.subject == 1}
+    names = generator.class_names
+
+    def motion(label, joint):
+        seq = generator.sample(records[label])[:, 0]
+        seq = seq - seq[:, NTU25.index("spine_base"):NTU25.index("spine_base") + 1]
+        return seq[:, NTU25.index(joint)].std(axis=0).sum()  # spread over time, well above sensor noise
+
+    wave_right, kick = names.index("wave right hand"), names.index("kick right leg")
+    assert motion(wave_right, "right_hand") > 3 * motion(wave_right, "right_foot")
+    assert motion(kick, "right_foot") > 3 * motion(kick, "right_hand")
+
+
+def _body(length=10):
+    seq = np.zeros((length, 2, 25, 3), dtype=np.float32)
+    seq[:, 0] = RNG.normal(size=(length, 25, 3))
+    return seq
+
+
+def test_centre_and_align_put_spine_up_and_shoulders_on_x_keeping_absent_body_zero():
+    seq = _body()
+    out = T.AlignSpineShoulders()(T.CentreOnJoint("spine_mid")(seq, NTU25, RNG), NTU25, RNG)
+    np.testing.assert_allclose(out[:, 0, NTU25.index("spine_mid")], 0, atol=1e-5)
+    spine = out[0, 0, NTU25.index("spine_shoulder")] - out[0, 0, NTU25.index("spine_base")]
+    np.testing.assert_allclose(spine / np.linalg.norm(spine), [0, 1, 0], atol=1e-5)
+    shoulders = out[0, 0, NTU25.index("left_shoulder")] - out[0, 0, NTU25.index("right_shoulder")]
+    assert abs(shoulders[2]) < 1e-5 and shoulders[0] > 0
+    assert np.abs(out[:, 1]).sum() == 0
+
+
+def test_windowing_transforms_give_fixed_length_and_eval_is_deterministic():
+    seq = _body(37)
+    assert T.PadRepeat(300)(seq, NTU25, RNG).shape[0] == 300
+    np.testing.assert_array_equal(T.PadRepeat(300)(seq, NTU25, RNG)[37], seq[0])
+    uniform = T.UniformSample(16)
+    np.testing.assert_array_equal(uniform(seq, NTU25, RNG), uniform(seq, NTU25, RNG))
+    assert T.RandomCropResize(16)(seq, NTU25, RNG).shape == (16, 2, 25, 3)
+    assert T.UniformSample(64)(seq[:5], NTU25, RNG).shape[0] == 64  # shorter than the window
+
+
+def test_streams_bone_and_motion():
+    seq = _body(4)
+    bone = T.Stream("bone")(seq, NTU25, RNG)
+    elbow, shoulder = NTU25.index("left_elbow"), NTU25.index("left_shoulder")
+    np.testing.assert_allclose(bone[:, 0, elbow], seq[:, 0, elbow] - seq[:, 0, shoulder])
+    assert np.abs(bone[:, 0, NTU25.centre]).sum() == 0
+    motion = T.Stream("joint_motion")(seq, NTU25, RNG)
+    np.testing.assert_allclose(motion[0], seq[1] - seq[0])
+    with pytest.raises(UserError, match="unknown stream"):
+        T.Stream("velocity")
+
+
+def test_rotation_augmentation_preserves_bone_lengths():
+    seq = _body(3)
+    rotated = T.RandomRotate((30, 30, 30))(seq, NTU25, RNG)
+    length = np.linalg.norm(T.Stream("bone")(seq, NTU25, RNG), axis=-1)
+    np.testing.assert_allclose(np.linalg.norm(T.Stream("bone")(rotated, NTU25, RNG), axis=-1), length, rtol=1e-4)
+
+
+def test_splits_partition_by_metadata_and_random_is_stratified():
+    index = {"subject": np.array([1, 2, 3, 1, 2, 3]), "label": np.array([0, 0, 0, 1, 1, 1]),
+             "camera": np.full(6, -1)}
+    train, test = MetadataSplit("xsub", "subject", [1, 3])(index)
+    assert train.tolist() == [0, 2, 3, 5] and test.tolist() == [1, 4]
+    with pytest.raises(UserError, match="no camera metadata"):
+        MetadataSplit("xview", "camera", [2])(index)
+    with pytest.raises(UserError, match="defines no xset"):
+        MetadataSplit("xset", "setup", None)
+    train, test = RandomSplit(test_fraction=0.34, seed=1)(index)
+    assert sorted(index["label"][test].tolist()) == [0, 1] and len(train) == 4
+
+
+def test_class_subset_by_number_or_name_remaps_labels(tmp_path):
+    store = prepare_synthetic(tmp_path / "syn", num_subjects=4)
+    names = store.meta.class_names
+    assert resolve_classes([5, "wave left hand"], names) == [1, 4]
+    with pytest.raises(UserError, match="unknown class"):
+        resolve_classes(["fly"], names)
+    module = SkeletonDataModule(tmp_path / "syn", MetadataSplit("xsub", "subject", [1, 2]), classes=[5, 2],
+                                eval_transforms=[T.UniformSample(8)], batch_size=4)
+    module.setup()
+    assert module.num_class == 2 and module.class_names == ["wave left hand", "kick right leg"]
+    x, _ = next(iter(module.val_dataloader()))
+    assert x.shape == (4, 3, 8, 25, 2) and x.dtype == torch.float32
+    assert set(module.test_set.labels.tolist()) == {0, 1}
+
+
+def test_missing_real_store_says_which_command_prepares_it(tmp_path):
+    module = SkeletonDataModule(tmp_path / "ntu60", MetadataSplit("xsub", "subject", [1]), dataset_name="ntu60")
+    with pytest.raises(UserError, match=r"python -m asgcn_lightning.prepare dataset=ntu60"):
+        module.prepare_data()
+
+
+def test_store_meta_is_plain_json(tmp_path):
+    store = prepare_synthetic(tmp_path / "syn", num_subjects=2)
+    meta = json.loads((store.root / "meta.json").read_text())
+    assert meta["layout"] == "ntu25" and len(meta["class_names"]) == 10

@@ -1,0 +1,229 @@
+"""The AS-GCN network: reference parameter counts, shapes for any layout, both training stages, ablations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from asgcn_lightning.data.synthetic import SyntheticSkeletons
+from asgcn_lightning.errors import UserError
+from asgcn_lightning.models.asgcn import ASGCN
+from asgcn_lightning.models.layouts import BUILTIN_LAYOUTS, NTU25, Layout, make_layout
+from asgcn_lightning.models.summary import REFERENCE, count, main, parameter_counts
+from asgcn_lightning.visual.alinks import save_alink_figure
+
+TINY = {"channels": (16, 16, 32), "strides": (1, 2, 1), "max_hop": 2, "dropout": 0.0, "aim_hidden": 16,
+        "aim_input_frames": 12, "aim_rollout": 4, "predict_frames": 4}
+REFERENCE_CHANNELS = (64, 64, 64, 128, 128, 128, 256, 256, 256)
+CUSTOM8 = make_layout(
+    "custom8", joints=["hip", "spine", "neck", "head", "left_hand", "right_hand", "left_foot", "right_foot"],
+    edges=[("hip", "spine"), ("spine", "neck"), ("neck", "head"), ("neck", "left_hand"), ("neck", "right_hand"),
+           ("hip", "left_foot"), ("hip", "right_foot")],
+    centre="spine",
+)
+LAYOUTS = [*BUILTIN_LAYOUTS.values(), CUSTOM8]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from a second thread, and OpenMP spin-waits badly on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
+
+
+def synthetic_batch(first: int, size: int, frames: int = 24, num_person: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``size`` synthetic NTU samples ``(N, 3, frames, 25, M)``, every second frame so that poses move."""
+    generator = SyntheticSkeletons()
+    records = generator.records()[first:first + size]
+    samples = [generator.sample(r)[: 2 * frames : 2, :num_person].transpose(3, 0, 2, 1) for r in records]
+    return torch.from_numpy(np.stack(samples)), torch.tensor([r.label for r in records])
+
+
+def graph_conv_size(channels: Sequence[int], in_channels: int = 3) -> int:
+    """Weights and biases of one ``in → out`` 1×1 convolution slice per block: a subset or link type."""
+    widths = [in_channels, *channels]
+    return sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+
+
+# -- parameter counts --------------------------------------------------------------------------------
+def test_reference_parameter_counts_match_the_paper_code() -> None:
+    counts = parameter_counts(ASGCN(60, NTU25))
+    for part, reference in REFERENCE.items():
+        assert abs(counts[part] - reference) <= 0.02 * reference, (part, counts[part], reference)
+    assert counts["backbone + recognition"] == 4_797_267
+
+
+def test_ablations_differ_by_the_expected_parameters() -> None:
+    slinks_only = ASGCN(60, NTU25, use_alinks=False, prediction_head=False)
+    assert slinks_only.aim is None and slinks_only.predictor is None
+    assert count(slinks_only) == 4_368_211
+    area = NTU25.num_joints ** 2  # one edge importance mask per subset and block
+    blocks = len(REFERENCE_CHANNELS)
+    per_slice = graph_conv_size(REFERENCE_CHANNELS)
+
+    stgcn = ASGCN(60, NTU25, max_hop=1, use_alinks=False, prediction_head=False)
+    assert count(stgcn) == count(slinks_only) - 6 * (per_slice + blocks * area)
+
+    full = parameter_counts(ASGCN(60, NTU25))
+    assert full["backbone + recognition"] - count(slinks_only) == 2 * per_slice
+
+    four_types = parameter_counts(ASGCN(60, NTU25, num_alink_types=4, prediction_head=False))
+    assert four_types["backbone + recognition"] - count(slinks_only) == 3 * per_slice
+    assert four_types["prediction head"] == 0 and four_types["AIM"] > full["AIM"]
+
+    alinks_only = parameter_counts(ASGCN(60, NTU25, use_slinks=False, prediction_head=False))
+    assert alinks_only["backbone + recognition"] == count(slinks_only) - 8 * (per_slice + blocks * area) + 2 * per_slice
+    assert alinks_only["AIM"] == full["AIM"]
+
+    assert parameter_counts(ASGCN(60, NTU25, lambda_=1.0)) == full
+    with pytest.raises(UserError):
+        ASGCN(60, NTU25, use_slinks=False, use_alinks=False)
+    with pytest.raises(UserError):
+        ASGCN(60, NTU25, num_alink_types=1)
+    with pytest.raises(UserError):
+        ASGCN(60, NTU25, prior=(0.9, 0.1))
+
+
+def test_summary_prints_a_table_for_any_layout(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--layout", "openpose25", "--num-class", "5"])
+    out = capsys.readouterr().out
+    assert "openpose25" in out and "prediction head" in out and "AIM" in out and "total" in out
+
+
+# -- shapes and inference ------------------------------------------------------------------------------
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda layout: layout.name)
+@pytest.mark.parametrize("num_person", [1, 2])
+def test_shapes_for_every_layout(layout: Layout, num_person: int) -> None:
+    in_channels = 2 if layout is CUSTOM8 else 3  # a 2D data set works the same way
+    network = ASGCN(7, layout, in_channels=in_channels, num_person=num_person, **TINY)
+    x = torch.randn(3, in_channels, 23, layout.num_joints, num_person)
+    out = network.forward_train(x)
+    assert out.logits.shape == (3, 7)
+    assert set(out.losses) == {"prediction"} and set(out.metrics) == {"mpjpe"}
+    aim = network.aim_loss(x)
+    assert set(aim.losses) == {"nll", "kl"} and set(aim.metrics) == {"aim_mse"}
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in [*out.losses.values(), *aim.losses.values()])
+    network.eval()
+    assert network(x).shape == (3, 7)
+    probabilities = network.alink_probabilities(x)
+    assert probabilities.shape == (3, num_person, layout.num_joints, layout.num_joints, 3)
+
+
+def test_alink_probabilities_sum_to_one_and_no_joint_links_to_itself() -> None:
+    network = ASGCN(5, NTU25, **TINY)
+    probabilities = network.alink_probabilities(torch.randn(2, 3, 20, 25, 2))
+    torch.testing.assert_close(probabilities.sum(-1), torch.ones(probabilities.shape[:-1]))
+    assert (probabilities >= 0).all()
+    diagonal = probabilities.diagonal(dim1=2, dim2=3)
+    assert (diagonal[:, :, 0] == 1).all()
+
+
+def test_evaluation_is_deterministic() -> None:
+    network = ASGCN(5, NTU25, **{**TINY, "dropout": 0.5}).eval()
+    x = torch.randn(2, 3, 21, 25, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(network(x), network(x), rtol=0, atol=0)
+        first, second = network.forward_train(x), network.forward_train(x)
+    torch.testing.assert_close(first.logits, second.logits, rtol=0, atol=0)
+    torch.testing.assert_close(first.metrics["mpjpe"], second.metrics["mpjpe"], rtol=0, atol=0)
+
+
+def test_prediction_needs_frames_to_observe() -> None:
+    network = ASGCN(5, NTU25, **TINY)
+    assert network.forward_train(torch.randn(2, 3, 5, 25, 1)).logits.shape == (2, 5)  # observes a single frame
+    with pytest.raises(UserError, match="too short"):
+        network.forward_train(torch.randn(2, 3, 4, 25, 1))
+
+
+def test_prediction_error_leaves_out_absent_persons() -> None:
+    network = ASGCN(5, NTU25, **TINY).eval()
+    x = torch.randn(2, 3, 20, 25, 2)
+    x[..., 1] = 0
+    with torch.no_grad():
+        both, first = network.forward_train(x), network.forward_train(x[..., :1])
+    # the absent person still joins the mean over persons for the logits, but not the prediction error
+    torch.testing.assert_close(both.metrics["mpjpe"], first.metrics["mpjpe"])
+
+
+# -- gradients in both stages ----------------------------------------------------------------------------
+def test_aim_stage_reaches_every_aim_parameter() -> None:
+    network = ASGCN(5, NTU25, **TINY)
+    x = torch.randn(4, 3, 20, 25, 2)
+    sum(network.aim_loss(x).losses.values()).backward()
+    missing = [name for name, p in network.aim.named_parameters() if p.grad is None]
+    assert not missing
+    assert all(p.grad is None for name, p in network.named_parameters() if not name.startswith("aim."))
+
+
+def test_main_stage_reaches_every_backbone_and_head_parameter() -> None:
+    network = ASGCN(5, NTU25, **TINY)
+    x, y = torch.randn(4, 3, 20, 25, 2), torch.randint(0, 5, (4,))
+    out = network.forward_train(x)
+    (F.cross_entropy(out.logits, y) + sum(out.losses.values())).backward()
+    main_params = {name: p for name, p in network.named_parameters() if not name.startswith("aim.")}
+    missing = [name for name, p in main_params.items() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    assert all(p.grad is None for p in network.aim.parameters())  # detached A-links: the AIM stays frozen
+
+
+def test_finetuned_alinks_pass_gradient_into_the_encoder() -> None:
+    network = ASGCN(5, NTU25, **TINY)
+    network.detach_alinks = False
+    out = network.forward_train(torch.randn(4, 3, 20, 25, 2))
+    (out.logits.square().sum() + sum(out.losses.values())).backward()
+    assert all(p.grad is not None for p in network.aim.encoder.parameters())
+
+
+# -- learning on synthetic data ----------------------------------------------------------------------------
+def test_aim_training_lowers_the_reconstruction_loss() -> None:
+    x, _ = synthetic_batch(0, 24)
+    network = ASGCN(10, NTU25, **TINY)
+    with torch.no_grad():
+        before = network.eval().aim_loss(x).losses["nll"]
+    network.train()
+    optimizer = torch.optim.Adam(network.aim.parameters(), lr=1e-2)
+    for _ in range(30):
+        loss = sum(network.aim_loss(x).losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = network.eval().aim_loss(x).losses["nll"]
+    assert after < 0.5 * before
+
+
+def test_prediction_head_beats_repeating_the_last_frame() -> None:
+    # S-links only: with an untrained AIM, training-time link samples and evaluation-time argmax links
+    # differ, which would blur what this test is about, the prediction head
+    x, y = synthetic_batch(0, 32)
+    network = ASGCN(10, NTU25, **{**TINY, "use_alinks": False})
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    for _ in range(80):
+        out = network.forward_train(x)
+        loss = F.cross_entropy(out.logits, y) + sum(out.losses.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        mpjpe = network.eval().forward_train(x).metrics["mpjpe"]
+    future, last = x[:, :, -TINY["predict_frames"]:], x[:, :, -TINY["predict_frames"] - 1: -TINY["predict_frames"]]
+    repeat_last = (future - last).square().sum(1).sqrt().mean()
+    assert mpjpe < 0.9 * repeat_last
+
+
+# -- pictures ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("layout", [NTU25, CUSTOM8], ids=lambda layout: layout.name)
+def test_alink_figure_is_written(layout: Layout, tmp_path: Path) -> None:
+    network = ASGCN(5, layout, **TINY).train()
+    sample = torch.randn(3, 20, layout.num_joints, 2)
+    path = save_alink_figure(network, sample, tmp_path / "alinks.png", top_k=5)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert network.training  # the picture does not leave the network in evaluation mode

@@ -1,0 +1,456 @@
+"""Pose-file readers, tracking and preparers, on the real recorded fixtures where they exist."""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import inspect
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from asgcn_lightning.data.formats.kinetics_json import read_kinetics_clip
+from asgcn_lightning.data.formats.openpose_json import (
+    group_frame_files,
+    layout_of_frame,
+    read_openpose_folder,
+    read_openpose_frame,
+)
+from asgcn_lightning.data.formats.pyskl_pickle import load_pyskl_pickle
+from asgcn_lightning.data.formats.uea_ts import read_ts
+from asgcn_lightning.data.pose_sources import (
+    prepare_kinetics_skeleton,
+    prepare_mads,
+    prepare_natops,
+    prepare_openpose_folder,
+    prepare_pyskl,
+    window_starts,
+)
+from asgcn_lightning.data.store import SkeletonStore
+from asgcn_lightning.data.tracking import (
+    normalise_by_extent,
+    normalise_by_image_size,
+    select_main_people,
+    track_people,
+)
+from asgcn_lightning.errors import DataFormatError, UserError
+from asgcn_lightning.models.layouts import make_layout
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset"
+
+
+@pytest.fixture(scope="module")
+def kicks(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "openpose" / "soccer_kicks" / "json"
+
+
+@pytest.fixture(scope="module")
+def kick_videos(kicks: Path) -> dict[str, list[np.ndarray]]:
+    return read_openpose_folder(kicks)
+
+
+def _expected_windows(frames: list[np.ndarray], window: int, stride: int) -> int:
+    """Windows with at least one confidently detected joint: the ones a preparer keeps."""
+    seen = [any((p[:, 2] >= 0.05).any() for p in people) for people in frames]
+    return sum(any(seen[s:s + window]) for s in window_starts(len(frames), window, stride))
+
+
+def _skipped(store: SkeletonStore) -> dict[str, str]:
+    return {item["file"]: item["reason"] for item in store.meta.skipped}
+
+
+# -- OpenPose JSON ----------------------------------------------------------------------------------
+def test_every_soccer_kick_frame_parses(kicks: Path) -> None:
+    files = sorted(kicks.glob("*.json"))
+    people_per_frame = collections.Counter()
+    for path in files:
+        people = read_openpose_frame(path)
+        people_per_frame[len(people)] += 1
+        if len(people):
+            assert people.shape[1:] == (25, 3) and layout_of_frame(people) == "openpose25"
+    assert len(files) == 1785
+    assert people_per_frame == {0: 409, 1: 1247, 2: 115, 3: 14}
+    videos, stray = group_frame_files(files)
+    assert not stray and len(videos) == 20
+    assert {len(v) for v in videos.values()} == {88, 89, 90}
+    assert videos["Kick_1"][0].name == "Kick_1_000000000000_keypoints.json"
+
+
+def test_single_image_with_hands_reads(fixtures_dir: Path) -> None:
+    (path,) = (fixtures_dir / "openpose" / "single_image").glob("*.json")
+    people = read_openpose_frame(path)
+    assert people.shape == (1, 25, 3)
+    assert people[0, 0, 0] == pytest.approx(328.099) and people[0, 0, 2] == pytest.approx(0.75994)
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("", "empty file"),
+    ("{not json", "not valid JSON"),
+    ('{"version": 1.3}', "no 'people' list"),
+    ('{"people": [{"pose_keypoints_2d": [1, 2, 3, 4]}]}', "4 pose keypoint values"),
+    ('{"people": [{"pose_keypoints_2d": ["a", "b", "c"]}]}', "3 pose keypoint values"),
+    ('{"people": [{"face_keypoints_2d": []}]}', "no 'pose_keypoints_2d'"),
+])
+def test_bad_openpose_json_names_file_and_problem(tmp_path: Path, content: str, problem: str) -> None:
+    path = tmp_path / "clip_000000000000_keypoints.json"
+    path.write_text(content)
+    with pytest.raises(DataFormatError, match=problem) as error:
+        read_openpose_frame(path)
+    assert str(path) in str(error.value)
+
+
+def test_coco18_frames_are_recognised(tmp_path: Path) -> None:
+    path = tmp_path / "a_000000000000_keypoints.json"
+    path.write_text(json.dumps({"people": [{"pose_keypoints_2d": [1.0] * 54}]}))
+    assert layout_of_frame(read_openpose_frame(path)) == "coco18"
+
+
+# -- tracking ---------------------------------------------------------------------------------------
+def _mean_joint_step(a: np.ndarray, b: np.ndarray) -> float | None:
+    common = (a[:, 2] >= 0.05) & (b[:, 2] >= 0.05)
+    if common.sum() < 5:
+        return None
+    points = a[a[:, 2] >= 0.05, :2]
+    size = float(np.linalg.norm(points.max(0) - points.min(0)))
+    return float(np.linalg.norm(a[common, :2] - b[common, :2], axis=-1).mean()) / size
+
+
+def test_tracking_keeps_the_performer_in_slot_zero(kick_videos: dict[str, list[np.ndarray]]) -> None:
+    covered = detected = 0
+    for video, frames in kick_videos.items():
+        main = select_main_people(track_people(frames), 2)
+        for t, people in enumerate(frames):
+            # a slot holds one detection as it was, never a mix of two people
+            for slot in range(2):
+                if main[t, slot, :, 2].any():
+                    assert any(np.array_equal(main[t, slot], p) for p in people), (video, t)
+            if t and (step := _mean_joint_step(main[t - 1, 0], main[t, 0])) is not None:
+                assert step < 0.5, f"{video} frame {t}: slot 0 jumped {step:.2f} body sizes"
+        has_people = np.array([len(p) > 0 for p in frames])
+        in_slot = main[:, 0, :, 2].any(axis=1)
+        assert in_slot[has_people].mean() > 0.7, video
+        covered, detected = covered + in_slot.sum(), detected + has_people.sum()
+    assert covered / detected > 0.9
+
+
+def test_tracking_identity_survives_shuffled_detections(kick_videos: dict[str, list[np.ndarray]]) -> None:
+    rng = np.random.default_rng(0)
+    performer = [p[0] if len(p) else None for p in kick_videos["Kick_7"]]
+    frames, truth = [], np.zeros((len(performer), 2, 25, 3), np.float32)
+    for t, pose in enumerate(performer):
+        if pose is None:
+            frames.append(np.zeros((0, 25, 3), np.float32))
+            continue
+        bystander = pose.copy()
+        bystander[:, 0] += 700 * (pose[:, 2] > 0)
+        bystander[:, 2] *= 0.5
+        truth[t] = pose, bystander
+        frames.append(np.stack([pose, bystander])[rng.permutation(2)])
+    np.testing.assert_array_equal(select_main_people(track_people(frames), 2), truth)
+
+
+def test_normalisation_keeps_missing_joints_zero() -> None:
+    poses = np.array([[[[960.0, 540.0, 0.9], [0.0, 0.0, 0.0], [1920.0, 0.0, 0.5]]]], np.float32)
+    by_image = normalise_by_image_size(poses, (1920, 1080))
+    np.testing.assert_allclose(by_image[0, 0], [[0.0, 0.0, 0.9], [0, 0, 0], [0.5, -0.5, 0.5]])
+    # box (960, 0)-(1920, 540): centre (1440, 270), larger side 960
+    by_extent = normalise_by_extent(poses)
+    np.testing.assert_allclose(by_extent[0, 0], [[-0.5, 0.28125, 0.9], [0, 0, 0], [0.5, -0.28125, 0.5]])
+
+
+def test_window_starts_cover_the_tail() -> None:
+    assert window_starts(90, 30, 15) == [0, 15, 30, 45, 60]
+    assert window_starts(89, 30, 15) == [0, 15, 30, 45, 59]
+    assert window_starts(20, 30, 15) == [0]
+    assert window_starts(90, None, None) == [0]
+    assert window_starts(100, 40, None) == [0, 40, 60]
+
+
+# -- OpenPose folder preparer -----------------------------------------------------------------------
+def test_openpose_folder_with_labels_csv_and_windows(
+    tmp_path: Path, fixtures_dir: Path, kicks: Path, kick_videos: dict[str, list[np.ndarray]],
+) -> None:
+    table = np.load(fixtures_dir / "openpose" / "soccer_kicks" / "labels.npy", allow_pickle=True)
+    directions = {f"Kick_{row[0]}": ["left", "centre", "right"][row[2]] for row in table}
+    labels = tmp_path / "labels.csv"
+    labels.write_text("video,label\n" + "".join(f"{v},{d}\n" for v, d in directions.items()))
+    store = SkeletonStore(prepare_openpose_folder(tmp_path / "store", root=kicks, labels=labels,
+                                                  image_size=(1920, 1080), window=30, stride=15))
+    assert store.meta.class_names == ["centre", "left", "right"]
+    assert store.meta.layout == "openpose25" and store.frame_shape == (2, 25, 3)
+    assert len(store) == sum(_expected_windows(f, 30, 15) for f in kick_videos.values())
+    for i in range(len(store)):
+        record, sample = store.record(i), store.sequence(i)
+        assert store.meta.class_names[record.label] == directions[record.name.split("@")[0]]
+        assert len(sample) == 30 and record.bodies >= 1
+        assert np.abs(sample[..., :2]).max() <= 0.5
+    assert all("nobody detected" in reason for reason in _skipped(store).values())
+
+
+def test_openpose_class_folders_record_bad_files(tmp_path: Path, kicks: Path) -> None:
+    root = tmp_path / "raw"
+    for label, kick in (("curl", "Kick_1"), ("laces", "Kick_2")):
+        (root / label).mkdir(parents=True)
+        for path in kicks.glob(f"{kick}_*.json"):
+            shutil.copy(path, root / label / path.name)
+    (root / "laces" / "Kick_2_000000000050_keypoints.json").write_text("")
+    (root / "laces" / "Kick_2_000000000051_keypoints.json").write_text(
+        json.dumps({"people": [{"pose_keypoints_2d": [1.0] * 30}]}))
+    (root / "laces" / "notes.json").write_text("{}")
+    store = SkeletonStore(prepare_openpose_folder(tmp_path / "store", root=root))
+    assert store.meta.class_names == ["curl", "laces"]
+    assert [store.record(i).name for i in range(len(store))] == ["curl/Kick_1", "laces/Kick_2"]
+    assert [len(store.sequence(i)) for i in range(len(store))] == [90, 90]
+    skipped = _skipped(store)
+    assert "empty file" in skipped[str(root / "laces" / "Kick_2_000000000050_keypoints.json")]
+    assert "30 pose keypoint values" in skipped[str(root / "laces" / "Kick_2_000000000051_keypoints.json")]
+    assert "does not follow" in skipped[str(root / "laces" / "notes.json")]
+    # the bad frames stay in the sequence as empty frames, keeping its timing
+    assert not store.sequence(1)[50:52].any()
+
+
+def test_openpose_folder_needs_classes_or_labels(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no class sub-folders"):
+        prepare_openpose_folder(tmp_path / "store", root=tmp_path)
+    with pytest.raises(UserError, match="needs the folder"):
+        prepare_openpose_folder(tmp_path / "store", root=None)
+
+
+# -- Kinetics-skeleton ------------------------------------------------------------------------------
+def test_kinetics_clips_read_and_prepare(tmp_path: Path, fixtures_dir: Path) -> None:
+    folder = fixtures_dir / "kinetics_skeleton"
+    clips = {p.stem: read_kinetics_clip(p) for p in sorted(folder.glob("*.json"))}
+    assert len(clips) == 7
+    first = clips["__NrybzYzUg"]
+    assert (first.label, first.label_index, len(first.frames)) == ("abseiling", 0, 299)
+    assert first.frames[2].shape == (1, 18, 3) and len(first.frames[0]) == 0
+    assert max(len(f) for f in clips["__PYrzYbzKE"].frames) == 11
+    store = SkeletonStore(prepare_kinetics_skeleton(tmp_path / "store", root=folder, num_classes=400))
+    assert len(store) == 7 and len(store.meta.class_names) == 400
+    assert store.meta.class_names[335] == "strumming guitar"
+    for i in range(len(store)):
+        clip = clips[store.record(i).name]
+        assert store.record(i).label == clip.label_index and len(store.sequence(i)) == len(clip.frames)
+        # centred on the frame; OpenPose places a few joints just outside it (x up to 1.02 in the clips)
+        assert np.abs(store.sequence(i)[..., :2]).max() < 0.6 and store.record(i).setup == -1
+
+
+def test_kinetics_release_layout_splits_and_skips(tmp_path: Path, fixtures_dir: Path) -> None:
+    clips = sorted((fixtures_dir / "kinetics_skeleton").glob("*.json"))
+    labels: dict[str, dict[str, dict[str, object]]] = {"train": {}, "val": {}}
+    for i, path in enumerate(clips):
+        split = "train" if i < 4 else "val"
+        (tmp_path / f"kinetics_{split}").mkdir(exist_ok=True)
+        shutil.copy(path, tmp_path / f"kinetics_{split}" / path.name)
+        content = json.loads(path.read_text())
+        labels[split][path.stem] = {"has_skeleton": i != 6, "label": content["label"],
+                                    "label_index": content["label_index"]}
+    for split, table in labels.items():
+        (tmp_path / f"kinetics_{split}_label.json").write_text(json.dumps(table))
+    (tmp_path / "kinetics_train" / "broken.json").write_text('{"data": [{"frame_index": 1}]}')
+    store = SkeletonStore(prepare_kinetics_skeleton(tmp_path / "store", root=tmp_path))
+    assert collections.Counter(store.index["setup"].tolist()) == {1: 4, 2: 2}
+    skipped = _skipped(store)
+    assert "bad frame entry" in skipped[str(tmp_path / "kinetics_train" / "broken.json")]
+    assert "no skeleton" in skipped[str(tmp_path / "kinetics_val" / clips[6].name)]
+
+
+# -- pyskl ------------------------------------------------------------------------------------------
+def _pyskl_file(path: Path, dimensions: int, rng: np.random.Generator) -> dict[str, object]:
+    joints = 17 if dimensions == 2 else 25
+    annotations = []
+    for i in range(6):
+        people, frames = 1 + i % 3, 20 + i
+        keypoint = rng.uniform(10, 400, (people, frames, joints, dimensions)).astype(np.float32)
+        annotation = {"frame_dir": f"S001C001P00{i}R001A00{i % 3 + 1}", "label": i % 3, "keypoint": keypoint,
+                      "total_frames": frames, "img_shape": (480, 640)}
+        if dimensions == 2:
+            annotation["keypoint_score"] = rng.uniform(0.1, 1, (people, frames, joints)).astype(np.float16)
+        annotations.append(annotation)
+    names = [a["frame_dir"] for a in annotations]
+    content = {"split": {"xsub_train": names[:4], "xsub_val": names[4:]}, "annotations": annotations}
+    path.write_bytes(pickle.dumps(content))
+    return content
+
+
+@pytest.mark.parametrize("dimensions", [2, 3])
+def test_pyskl_pickle_round_trips(tmp_path: Path, dimensions: int) -> None:
+    content = _pyskl_file(tmp_path / "anno.pkl", dimensions, np.random.default_rng(dimensions))
+    splits, annotations = load_pyskl_pickle(tmp_path / "anno.pkl")
+    assert splits["xsub_val"] == [a.frame_dir for a in annotations[4:]]
+    store = SkeletonStore(prepare_pyskl(tmp_path / "store", path=tmp_path / "anno.pkl",
+                                        split_train="xsub_train", split_test="xsub_val"))
+    assert store.meta.channels == 3 and len(store) == 6
+    assert store.meta.layout == ("coco17" if dimensions == 2 else "ntu25")
+    assert store.index["setup"].tolist() == [1, 1, 1, 1, 2, 2]
+    make_layout(**(store.meta.layout_spec or {"name": store.meta.layout}))
+    for i, raw in enumerate(content["annotations"]):
+        keypoint = raw["keypoint"]
+        if dimensions == 2:
+            score = raw["keypoint_score"].astype(np.float32)
+            keypoint = np.concatenate([keypoint / [640, 480] - 0.5, score[..., None]], axis=-1)
+            # with three people, the two with the highest total score are kept, best first
+            order = np.argsort(-score.sum(axis=(1, 2)), kind="stable")[:2]
+        else:
+            order = np.arange(min(2, len(keypoint)))
+        expected = np.zeros((keypoint.shape[1], 2, *keypoint.shape[2:]), np.float32)
+        expected[:, :len(order)] = keypoint[order].transpose(1, 0, 2, 3)
+        assert store.record(i).name == raw["frame_dir"] and store.record(i).label == raw["label"]
+        np.testing.assert_allclose(store.sequence(i), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_pyskl_bad_input(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.pkl"
+    corrupt.write_bytes(b"\x80\x04\x95garbage that is not a pickle")
+    with pytest.raises(DataFormatError, match="not a readable pickle") as error:
+        load_pyskl_pickle(corrupt)
+    assert str(corrupt) in str(error.value)
+    truncated = tmp_path / "truncated.pkl"
+    truncated.write_bytes(pickle.dumps({"annotations": [1, 2, 3]})[:-5])
+    with pytest.raises(DataFormatError, match="not a readable pickle"):
+        load_pyskl_pickle(truncated)
+    wrong = tmp_path / "wrong.pkl"
+    wrong.write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(DataFormatError, match="'annotations' list"):
+        load_pyskl_pickle(wrong)
+    content = _pyskl_file(tmp_path / "anno.pkl", 2, np.random.default_rng(0))
+    with pytest.raises(UserError, match="no split 'xset_train'"):
+        prepare_pyskl(tmp_path / "store", path=tmp_path / "anno.pkl", split_train="xset_train",
+                      split_test="xsub_val")
+    content["annotations"][1]["keypoint"] = content["annotations"][1]["keypoint"][:, :, :10]
+    content["annotations"][1]["keypoint_score"] = content["annotations"][1]["keypoint_score"][:, :, :10]
+    (tmp_path / "anno.pkl").write_bytes(pickle.dumps(content))
+    store = SkeletonStore(prepare_pyskl(tmp_path / "store", path=tmp_path / "anno.pkl",
+                                        split_train="xsub_train", split_test="xsub_val"))
+    assert len(store) == 5 and "differs" in _skipped(store)[f"{tmp_path / 'anno.pkl'}:S001C001P001R001A002"]
+
+
+# -- MADS -------------------------------------------------------------------------------------------
+MADS_TREE = {  # (category, action, camera) -> soccer kick used as its recording
+    ("Jazz", "Step", 1): "Kick_1", ("Jazz", "Step", 2): "Kick_2",
+    ("Jazz", "Turn", 1): "Kick_3", ("Jazz", "Turn", 2): "Kick_4",
+    ("Karate", "Kick", 1): "Kick_5", ("Karate", "Kick", 2): "Kick_6",
+    ("Karate", "Punch", 1): "Kick_7", ("Karate", "Punch", 2): "Kick_8",
+}
+MADS_PERFORMERS = {"Jazz": 3, "Karate": 1}
+
+
+@pytest.fixture
+def mads_root(tmp_path: Path, kicks: Path) -> Path:
+    root = tmp_path / "mads"
+    for (category, action, camera), kick in MADS_TREE.items():
+        folder = root / category / action / f"cam{camera}"
+        folder.mkdir(parents=True)
+        for path in kicks.glob(f"{kick}_*.json"):
+            frame = path.name[len(kick) + 1:]
+            shutil.copy(path, folder / f"P{MADS_PERFORMERS[category]}_take1_{frame}")
+    return root
+
+
+@pytest.mark.parametrize("level", ["category", "action"])
+def test_mads_from_openpose_tree(
+    tmp_path: Path, mads_root: Path, kick_videos: dict[str, list[np.ndarray]], level: str,
+) -> None:
+    store = SkeletonStore(prepare_mads(tmp_path / "store", root=mads_root, level=level, window=30, stride=15))
+    expected = {key: _expected_windows(kick_videos[kick], 30, 15) for key, kick in MADS_TREE.items()}
+    assert len(store) == sum(expected.values())
+    actions = ["Jazz/Step", "Jazz/Turn", "Karate/Kick", "Karate/Punch"]
+    names = ["Jazz", "Karate"] if level == "category" else actions
+    assert store.meta.class_names == names and store.frame_shape == (1, 25, 3)
+    found = collections.Counter()
+    for i in range(len(store)):
+        record = store.record(i)
+        category, action, camera, _ = record.name.split("/")
+        found[(category, action, int(camera[3:]))] += 1
+        assert record.camera == int(camera[3:]) and record.subject == MADS_PERFORMERS[category]
+        assert names[record.label] == (category if level == "category" else f"{category}/{action}")
+        assert len(store.sequence(i)) == 30
+    assert found == expected
+
+
+def test_mads_ground_truth(tmp_path: Path, mads_root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for category, action in (("Jazz", "Step"), ("Karate", "Punch")):
+        joints = rng.normal(size=(100, 19, 3))
+        joints[10:20] = np.nan
+        (mads_root / category / action / "gt3d").mkdir()
+        np.save(mads_root / category / action / "gt3d" / f"P{MADS_PERFORMERS[category]}.npy", joints)
+    (mads_root / "Jazz" / "Step" / "gt3d" / "P3_bad.npy").write_text("not numpy")
+    chain = {"name": "chain19", "joints": [f"j{i}" for i in range(19)],
+             "edges": [[i, i + 1] for i in range(18)], "centre": 0}
+    with pytest.raises(UserError, match="gt_layout"):
+        prepare_mads(tmp_path / "store", root=mads_root, source="gt3d")
+    store = SkeletonStore(prepare_mads(tmp_path / "store", root=mads_root, source="gt3d", gt_layout=chain,
+                                       window=30, stride=15))
+    assert len(store) == 2 * len(window_starts(100, 30, 15)) and store.frame_shape == (1, 19, 3)
+    assert set(store.index["camera"].tolist()) == {-1} and set(store.index["subject"].tolist()) == {1, 3}
+    assert not store.sequence(0)[10:20].any() and np.isfinite(store.sequence(0)).all()
+    assert "cannot read" in _skipped(store)[str(mads_root / "Jazz" / "Step" / "gt3d" / "P3_bad.npy")]
+    assert make_layout(**store.meta.layout_spec).num_joints == 19
+
+
+# -- UEA NATOPS -------------------------------------------------------------------------------------
+def test_natops_converts_to_360_samples(tmp_path: Path, fixtures_dir: Path) -> None:
+    store = SkeletonStore(prepare_natops(tmp_path / "store", root=fixtures_dir / "natops"))
+    assert len(store) == 360 and store.frame_shape == (1, 8, 3)
+    assert set(store.index["length"].tolist()) == {51}
+    assert store.meta.class_names == ["1.0", "2.0", "3.0", "4.0", "5.0", "6.0"]
+    assert collections.Counter(store.index["setup"].tolist()) == {1: 180, 2: 180}
+    assert collections.Counter(store.index["label"].tolist()) == {label: 60 for label in range(6)}
+    layout = make_layout(**store.meta.layout_spec)
+    assert layout.num_joints == 8 and layout.parents.count(-1) == 1  # one connected skeleton
+    # channel order: hand tip left x, y, z is the first joint of the first sample
+    raw = read_ts(fixtures_dir / "natops" / "NATOPS_TRAIN.ts")
+    np.testing.assert_allclose(store.sequence(0)[:, 0, 0], raw.series[0][:3].T)
+    np.testing.assert_allclose(store.sequence(0)[:, 0, 7], raw.series[0][21:24].T)
+
+
+@pytest.mark.parametrize(("data", "problem"), [
+    ("1,2,3:4,5,6:1.0", "line 4: 2 channels, expected 3"),
+    ("1,2,3:4,5,6:7,8,x:1.0", "line 4, channel 3: non-numeric"),
+    ("1,2,3:4,5,6:7,8,9:7.0", "class '7.0' is not one of"),
+    ("1,2,3:4,5:7,8,9:1.0", "different lengths"),
+])
+def test_malformed_ts_names_line(tmp_path: Path, data: str, problem: str) -> None:
+    path = tmp_path / "bad.ts"
+    path.write_text(f"@dimensions 3\n@classLabel true 1.0 2.0\n@data\n{data}\n")
+    with pytest.raises(DataFormatError, match=problem) as error:
+        read_ts(path)
+    assert str(path) in str(error.value)
+
+
+def test_ts_without_data_section(tmp_path: Path) -> None:
+    path = tmp_path / "bad.ts"
+    path.write_text("@problemName x\n@classLabel true 1 2\n")
+    with pytest.raises(DataFormatError, match="no @data"):
+        read_ts(path)
+
+
+def test_natops_with_a_malformed_file_records_it(tmp_path: Path, fixtures_dir: Path) -> None:
+    root = tmp_path / "natops"
+    root.mkdir()
+    shutil.copy(fixtures_dir / "natops" / "NATOPS_TRAIN.ts", root)
+    (root / "NATOPS_TEST.ts").write_text("@classLabel true 1.0\n@data\n1,2:3,4:1.0\n")
+    store = SkeletonStore(prepare_natops(tmp_path / "store", root=root))
+    assert len(store) == 180 and set(store.index["setup"].tolist()) == {1}
+    assert "channels, expected 24" in _skipped(store)[str(root / "NATOPS_TEST.ts")]
+    with pytest.raises(UserError, match=r"missing NATOPS_TRAIN\.ts"):
+        prepare_natops(tmp_path / "other", root=tmp_path)
+
+
+# -- configs ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["openpose_folder", "kinetics_skeleton", "pyskl", "mads", "natops"])
+def test_dataset_config_matches_its_preparer(name: str) -> None:
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml"))
+    assert cfg["name"] == name
+    assert {"store_dir", "layout", "num_person", "classes", "split_values", "prepare"} <= set(cfg)
+    module, function = cfg["prepare"]["_target_"].rsplit(".", 1)
+    parameters = inspect.signature(getattr(importlib.import_module(module), function)).parameters
+    assert set(cfg["prepare"]) - {"_target_", "_partial_", "_convert_"} <= set(parameters)
+    if "joints" in cfg["layout"]:
+        assert make_layout(**cfg["layout"]).num_joints == len(cfg["layout"]["joints"])
