@@ -176,7 +176,7 @@ def test_class_subset_by_number_or_name_remaps_labels(tmp_path):
 
 def test_missing_real_store_says_which_command_prepares_it(tmp_path):
     module = SkeletonDataModule(tmp_path / "ntu60", MetadataSplit("xsub", "subject", [1]), dataset_name="ntu60")
-    with pytest.raises(UserError, match=r"python -m asgcn_lightning.prepare dataset=ntu60"):
+    with pytest.raises(UserError, match=r"`python -m asgcn_lightning.prepare dataset=ntu60`"):
         module.prepare_data()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,8 +23,8 @@ TINY = {"channels": (16, 16, 32), "strides": (1, 2, 1), "max_hop": 2, "dropout":
 REFERENCE_CHANNELS = (64, 64, 64, 128, 128, 128, 256, 256, 256)
 CUSTOM8 = make_layout(
     "custom8", joints=["hip", "spine", "neck", "head", "left_hand", "right_hand", "left_foot", "right_foot"],
-    edges=[("hip", "spine"), ("spine", "neck"), ("neck", "head"), ("neck", "left_hand"), ("neck", "right_hand"),
-           ("hip", "left_foot"), ("hip", "right_foot")],
+    edges=[("hip", "spine"), ("spine", "neck"), ("neck", "head"), ("neck", "left_hand"),
+           ("neck", "right_hand"), ("hip", "left_foot"), ("hip", "right_foot")],
     centre="spine",
 )
 LAYOUTS = [*BUILTIN_LAYOUTS.values(), CUSTOM8]
@@ -39,7 +40,8 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def synthetic_batch(first: int, size: int, frames: int = 24, num_person: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_batch(first: int, size: int, frames: int = 24,
+                    num_person: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """``size`` synthetic NTU samples ``(N, 3, frames, 25, M)``, every second frame so that poses move."""
     generator = SyntheticSkeletons()
     records = generator.records()[first:first + size]
@@ -50,7 +52,7 @@ def synthetic_batch(first: int, size: int, frames: int = 24, num_person: int = 1
 def graph_conv_size(channels: Sequence[int], in_channels: int = 3) -> int:
     """Weights and biases of one ``in → out`` 1×1 convolution slice per block: a subset or link type."""
     widths = [in_channels, *channels]
-    return sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    return sum(a * b + b for a, b in itertools.pairwise(widths))
 
 
 # -- parameter counts --------------------------------------------------------------------------------
@@ -80,7 +82,9 @@ def test_ablations_differ_by_the_expected_parameters() -> None:
     assert four_types["prediction head"] == 0 and four_types["AIM"] > full["AIM"]
 
     alinks_only = parameter_counts(ASGCN(60, NTU25, use_slinks=False, prediction_head=False))
-    assert alinks_only["backbone + recognition"] == count(slinks_only) - 8 * (per_slice + blocks * area) + 2 * per_slice
+    # the S-links shrink to the identity (1 subset instead of 9) and two A-link slices join
+    expected = count(slinks_only) - 8 * (per_slice + blocks * area) + 2 * per_slice
+    assert alinks_only["backbone + recognition"] == expected
     assert alinks_only["AIM"] == full["AIM"]
 
     assert parameter_counts(ASGCN(60, NTU25, lambda_=1.0)) == full
@@ -138,7 +142,8 @@ def test_evaluation_is_deterministic() -> None:
 
 def test_prediction_needs_frames_to_observe() -> None:
     network = ASGCN(5, NTU25, **TINY)
-    assert network.forward_train(torch.randn(2, 3, 5, 25, 1)).logits.shape == (2, 5)  # observes a single frame
+    # 5 frames: observe one, predict four
+    assert network.forward_train(torch.randn(2, 3, 5, 25, 1)).logits.shape == (2, 5)
     with pytest.raises(UserError, match="too short"):
         network.forward_train(torch.randn(2, 3, 4, 25, 1))
 
@@ -214,7 +219,8 @@ def test_prediction_head_beats_repeating_the_last_frame() -> None:
         optimizer.step()
     with torch.no_grad():
         mpjpe = network.eval().forward_train(x).metrics["mpjpe"]
-    future, last = x[:, :, -TINY["predict_frames"]:], x[:, :, -TINY["predict_frames"] - 1: -TINY["predict_frames"]]
+    frames = TINY["predict_frames"]
+    future, last = x[:, :, -frames:], x[:, :, -frames - 1: -frames]
     repeat_last = (future - last).square().sum(1).sqrt().mean()
     assert mpjpe < 0.9 * repeat_last
 

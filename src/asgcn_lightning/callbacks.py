@@ -1,4 +1,4 @@
-"""Lightning callbacks of the project: confusion-matrix reports written next to the run."""
+"""Lightning callbacks of the project: stage-aware checkpoints and confusion-matrix reports."""
 
 from __future__ import annotations
 
@@ -10,6 +10,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from asgcn_lightning.visual.confusion import confusion_figure, per_class_accuracy
+
+
+class StageAwareModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that tolerates epochs without the monitored metric.
+
+    During AIM pretraining there is no classifier metric yet: those epochs still refresh
+    ``last.ckpt`` (so a resume inside the AIM stage works) but do not compete for "best".
+    """
+
+    def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
+        if self.monitor is not None and self.monitor not in monitor_candidates:
+            return
+        super()._save_topk_checkpoint(trainer, monitor_candidates)
 
 
 class ConfusionMatrixReport(L.Callback):

@@ -27,6 +27,17 @@ class DataFormatError(UserError):
         self.problem = problem
 
 
+def find_user_error(error: BaseException | None) -> UserError | None:
+    """The :class:`UserError` behind ``error``, also when a library (Hydra's instantiate) wrapped it."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, UserError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def exit_on_user_error(func: F) -> F:
     """Turn a :class:`UserError` escaping ``func`` into a one-line message and exit status 2."""
 
@@ -34,8 +45,11 @@ def exit_on_user_error(func: F) -> F:
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
             return func(*args, **kwargs)
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
+        except Exception as error:
+            user_error = find_user_error(error)
+            if user_error is None:
+                raise
+            print(f"error: {user_error}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]

@@ -20,7 +20,9 @@ from asgcn_lightning.errors import UserError, exit_on_user_error
 def prepare(cfg: DictConfig) -> SkeletonStore:
     if cfg.dataset.get("prepare") is None:
         raise UserError(f"data set {cfg.dataset.name!r} has no prepare step")
-    store = instantiate(cfg.dataset.prepare)(store_dir=Path(cfg.dataset.store_dir))
+    store_dir = Path(cfg.dataset.store_dir)
+    instantiate(cfg.dataset.prepare)(store_dir=store_dir)
+    store = SkeletonStore(store_dir)
     print_prepare_summary(store)
     return store
 

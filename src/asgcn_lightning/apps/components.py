@@ -5,14 +5,20 @@ Shared by train, evaluate and predict so that all three build exactly the same o
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from asgcn_lightning.data.datamodule import SkeletonDataModule
+from asgcn_lightning.errors import UserError
 from asgcn_lightning.models.module import ActionRecognitionModule
+from asgcn_lightning.resume import RandomStateCheckpoint
+
+LR_RULES = {"linear": lambda ratio: ratio, "sqrt": math.sqrt}  # factor from global batch / base batch
 
 
 def build_datamodule(cfg: DictConfig) -> SkeletonDataModule:
@@ -40,6 +46,50 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     return loggers
 
 
+def close_loggers(trainer: L.Trainer) -> None:
+    """End the W&B run so its files are complete and the next run of a sweep starts a new one."""
+    for logger in trainer.loggers:
+        if isinstance(logger, L.pytorch.loggers.WandbLogger) and trainer.is_global_zero:
+            logger.experiment.finish()
+
+
 def build_trainer(cfg: DictConfig, loggers: list[Any] | None = None) -> L.Trainer:
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+    callbacks.append(RandomStateCheckpoint())  # not optional: without it no resume is exact
     return instantiate(cfg.trainer, logger=loggers if loggers is not None else False, callbacks=callbacks)
+
+
+def num_processes(trainer_cfg: DictConfig) -> int:
+    """Training processes of a run, counted as Lightning does: devices per node × nodes."""
+    devices = trainer_cfg.get("devices", 1)
+    if isinstance(devices, str) and devices not in ("auto", "-1"):
+        devices = [d for d in devices.split(",") if d.strip()] if "," in devices else int(devices)
+    if devices in ("auto", "-1", -1):
+        raise UserError("scaling the learning rate needs the device count: set trainer.devices to a number")
+    count = len(devices) if isinstance(devices, Sequence) else int(devices)
+    return count * int(trainer_cfg.get("num_nodes", 1))
+
+
+def resolve_lr_scaling(cfg: DictConfig) -> float:
+    """Scale the optimisers' learning rates for the global batch; returns the factor.
+
+    The global batch is ``dataset.batch_size`` (per process) × processes; the configured rates are
+    taken as tuned for ``lr_scaling.base_batch_size``. The resolved numbers are written back into
+    the config, so the logged config and the checkpoint's hyperparameters show the rates in use.
+    """
+    scaling = cfg.get("lr_scaling") or {"rule": "none"}
+    rule = scaling.get("rule", "none")
+    if rule == "none":
+        return 1.0
+    if rule not in LR_RULES:
+        raise UserError(f"unknown lr_scaling.rule {rule!r}; choose none or one of {list(LR_RULES)}")
+    global_batch = int(cfg.dataset.batch_size) * num_processes(cfg.trainer)
+    factor = LR_RULES[rule](global_batch / int(scaling.base_batch_size))
+    aim = cfg.model.get("aim") or {}
+    with open_dict(cfg):
+        for optimizer in (cfg.model.optimizer, aim.get("optimizer")):
+            if optimizer is not None and optimizer.get("lr") is not None:
+                optimizer.lr = float(optimizer.lr) * factor
+        cfg.lr_scaling.global_batch_size = global_batch
+        cfg.lr_scaling.factor = factor
+    return factor

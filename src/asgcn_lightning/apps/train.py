@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
-from asgcn_lightning.apps.components import build_datamodule, build_loggers, build_module, build_trainer
+from asgcn_lightning.apps.components import (
+    build_datamodule,
+    build_loggers,
+    build_module,
+    build_trainer,
+    close_loggers,
+    resolve_lr_scaling,
+)
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.errors import UserError, exit_on_user_error
 
@@ -17,18 +30,45 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) one configuration; returns the final metrics of the run."""
+    if cfg.get("torch_threads"):
+        # per process: N DDP processes on one host each default to all cores and oversubscribe it
+        torch.set_num_threads(int(cfg.torch_threads))
+    factor = resolve_lr_scaling(cfg)
+    if factor != 1.0:
+        log.info("lr_scaling %s: global batch %d, learning rates × %.4g", cfg.lr_scaling.rule,
+                 cfg.lr_scaling.global_batch_size, factor)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     trainer = build_trainer(cfg, build_loggers(cfg))
+    check_sweep_launch(trainer)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if cfg.get("test_after_fit"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+    close_loggers(trainer)
     log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
+    if trainer.is_global_zero:  # what sweep_summary reads, whichever loggers the run had
+        Path(cfg.paths.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
     return metrics
+
+
+def check_sweep_launch(trainer: L.Trainer) -> None:
+    """Refuse DDP that re-runs ``train.py`` inside ``-m``: each relaunched process would run the whole sweep.
+
+    Its copies would start their own sweeper (own Optuna study, own sweep folder) and only line up
+    with the parent's jobs by luck; a job with another device count hangs. Spawned workers
+    (``start_method=spawn``) or processes started by SLURM/torchrun run one job each.
+    """
+    launcher = trainer.strategy.launcher
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN \
+            and isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1 \
+            and not trainer.strategy.cluster_environment.creates_processes_externally:
+        raise UserError("DDP with start_method=popen re-runs train.py, which inside a sweep (-m) runs the "
+                        "whole sweep again; use trainer.strategy.start_method=spawn (trainer=ddp_spawn) or "
+                        "hydra/launcher=slurm (see docs/scaling.md)")
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")

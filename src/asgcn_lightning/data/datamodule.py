@@ -77,6 +77,7 @@ class SkeletonDataModule(L.LightningDataModule):
         num_workers: int = 0,
         prepare: Callable[..., Any] | None = None,
         auto_prepare: bool = False,
+        prepare_command: str | None = None,
         pin_memory: bool = False,
     ) -> None:
         super().__init__()
@@ -87,6 +88,7 @@ class SkeletonDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self._prepare, self.auto_prepare = prepare, auto_prepare
+        self.prepare_command = prepare_command or f"python -m asgcn_lightning.prepare dataset={dataset_name}"
         self.store: SkeletonStore | None = None
 
     # -- preparation --------------------------------------------------------------------------------
@@ -94,10 +96,8 @@ class SkeletonDataModule(L.LightningDataModule):
         if (self.store_dir / META_FILE).is_file():
             return
         if not (self.auto_prepare and self._prepare is not None):
-            raise UserError(
-                f"no prepared {self.dataset_name} data at {self.store_dir}; prepare it first with "
-                f"`python -m asgcn_lightning.prepare dataset={self.dataset_name} dataset.raw_dir=<folder>` "
-                "(see the README)")
+            raise UserError(f"no prepared {self.dataset_name} data at {self.store_dir}; prepare it first with "
+                            f"`{self.prepare_command}` (see the README)")
         self.store_dir.parent.mkdir(parents=True, exist_ok=True)
         # several processes (DDP ranks, sweep jobs) may start at once: one generates, the rest wait
         with FileLock(str(self.store_dir) + ".lock"):

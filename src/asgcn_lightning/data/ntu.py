@@ -11,14 +11,13 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from importlib import resources
-from multiprocessing import Pool
-from multiprocessing.pool import Pool as PoolType
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import track
+from rich.progress import Progress
 
 from asgcn_lightning.data.formats.ntu_skeleton import BodyTrack, NtuSkeletonFile, read_ntu_skeleton
 from asgcn_lightning.data.store import SampleRecord, SkeletonStore, StoreWriter
@@ -171,12 +170,17 @@ def _prepare_file(path: str) -> tuple[np.ndarray | None, int, str]:
     return frames, actors, ""
 
 
-def _results(pool: PoolType | None, paths: list[str],
-             num_workers: int) -> Iterator[tuple[np.ndarray | None, int, str]]:
-    if pool is None:
+def _results(paths: list[str], num_workers: int,
+             cleanup: contextlib.ExitStack) -> Iterator[tuple[np.ndarray | None, int, str]]:
+    """``_prepare_file`` over ``paths`` in order, in ``num_workers`` processes when more than one."""
+    if num_workers <= 1 or len(paths) <= 1:
         return map(_prepare_file, paths)
+    executor = ProcessPoolExecutor(num_workers)
+    # On an error, running chunks finish and the rest are cancelled: a multiprocessing.Pool would
+    # kill its workers, and one killed while sending a result leaves a lock held and the pool hung.
+    cleanup.callback(executor.shutdown, wait=True, cancel_futures=True)
     # chunks amortise the inter-process round trips; small enough to keep the progress bar moving
-    return pool.imap(_prepare_file, paths, chunksize=max(1, min(32, len(paths) // (16 * num_workers))))
+    return executor.map(_prepare_file, paths, chunksize=max(1, min(32, len(paths) // (16 * num_workers))))
 
 
 def prepare_ntu(
@@ -242,12 +246,11 @@ def prepare_ntu(
         if outside:
             subset = " or the class subset" if classes else ""
             console.print(f"ignoring {outside} files outside NTU-{edition}{subset}")
-        pool_context = (Pool(num_workers) if num_workers > 1 and len(jobs) > 1
-                        else contextlib.nullcontext())
-        with pool_context as pool:
-            results = _results(pool, [str(path) for path, _ in jobs], num_workers)
-            for (path, record), (frames, actors, problem) in track(
-                    zip(jobs, results, strict=True), total=len(jobs), console=console,
+        with contextlib.ExitStack() as cleanup:
+            results = _results([str(path) for path, _ in jobs], num_workers, cleanup)
+            progress = cleanup.enter_context(Progress(console=console))
+            for (path, record), (frames, actors, problem) in progress.track(
+                    zip(jobs, results, strict=True), total=len(jobs),
                     description=f"parsing NTU-{edition} skeletons"):
                 if frames is None:
                     writer.skip(path, problem)

@@ -63,7 +63,7 @@ NATOPS_FILES = {"NATOPS_TRAIN.ts": TRAIN_SETUP, "NATOPS_TEST.ts": TEST_SETUP}
 _NATOPS_CHANNEL = re.compile(r"^(\d+)\.\s*(.+?),\s*([XYZ]) coordinate", re.IGNORECASE)
 
 MADS_LEVELS = ("category", "action")
-MADS_SOURCES = ("openpose", "gt3d")
+MADS_SOURCES = ("openpose", "gt3d", "video")
 _MADS_CAMERA = re.compile(r"^(?:cam|c)(\d+)$", re.IGNORECASE)
 _MADS_PERFORMER = re.compile(r"^P(\d+)(?:_|$)", re.IGNORECASE)
 
@@ -475,6 +475,9 @@ def prepare_mads(
     ``subject`` — so the xview and xsub splits work. ``gt3d/*.npy`` holds the motion-capture
     joints as float ``(T, V, 3)``, NaN where capture was lost (stored as missing joints); its
     ``gt_layout`` (name, joints, edges, centre) must be given, and its samples have camera -1.
+    ``source='video'`` takes the videos themselves in place of the JSON (``cam<k>/P<p>[_<take>].mp4``)
+    and pose-estimates them first with the built-in BlazePose backend (the ``[video]`` extra), resized
+    to ``image_size`` when given (:func:`asgcn_lightning.data.video_poses.openpose_tree_from_videos`).
 
     ``level='category'`` labels by category (5 classes, sorted names), ``'action'`` by
     ``Category/Action`` (30). Each recording is cut into ``window``-frame samples every
@@ -488,6 +491,10 @@ def prepare_mads(
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: no such MADS folder")
+    if source == "video":  # imported here: video_poses builds on this module
+        from asgcn_lightning.data.video_poses import openpose_tree_from_videos
+
+        root = openpose_tree_from_videos(root, store_dir, size=image_size)
     names, actions = _mads_actions(root, level)
     if source == "gt3d":
         return _prepare_mads_gt3d(store_dir, root, names, actions, level=level, window=window, stride=stride,

@@ -143,10 +143,13 @@ class ASGCN(nn.Module):
         return probabilities.view(n, m, *probabilities.shape[1:])
 
     def features(self, bodies: torch.Tensor, a_links: torch.Tensor | None) -> torch.Tensor:
-        """Backbone features ``(N·M, C', T', V)`` of bodies ``(N·M, C, T, V)``."""
+        """Joint-major backbone features ``(N·M, V, C', T')`` of bodies ``(N·M, C, T, V)``.
+
+        Joint-major is the layout of the blocks (see :mod:`~asgcn_lightning.models.blocks`); the
+        data batch norm already needs it.
+        """
         b, c, t, v = bodies.shape
-        x = self.data_bn(bodies.permute(0, 3, 1, 2).reshape(b, v * c, t))
-        x = x.view(b, v, c, t).permute(0, 2, 3, 1).contiguous()
+        x = self.data_bn(bodies.permute(0, 3, 1, 2).reshape(b, v * c, t)).view(b, v, c, t)
         for block in self.blocks:
             x = block(x, self.s_links, a_links)
         return x
@@ -165,22 +168,25 @@ class ASGCN(nn.Module):
         if self.predictor is None:
             return NetworkOutput(logits=self(x))
         t, m = x.shape[2], x.shape[4]
-        if t <= self.predict_frames:
+        if t < self.predict_frames + 2:
             raise UserError(f"a window of {t} frames is too short to predict {self.predict_frames} frames "
                             "(use longer windows or a smaller predict_frames)")
         bodies = self.bodies(x[:, :, : t - self.predict_frames])
         a_links = self.alink_weights(bodies)
         features = self.features(bodies, a_links)
         logits = self.head(features, m)
-        predicted = self.predictor(features, bodies[:, :, -1], self.s_links, a_links)
+        predicted = self.predictor(features, bodies[:, :, -2:], self.s_links, a_links)
         target = self.bodies(x[:, :, t - self.predict_frames:]).transpose(1, 2)
         valid = (target.abs().sum(dim=2) > 0).to(x.dtype)
         count = valid.sum().clamp(min=1.0)
         squared = (predicted - target).square().sum(dim=2)
         loss = (squared * valid).sum() / count
         mpjpe = (squared.detach().sqrt() * valid).sum() / count
+        # the "repeat the last observed frame" baseline the prediction head has to beat
+        repeat_last = bodies[:, :, -1:].transpose(1, 2)
+        baseline = ((repeat_last - target).square().sum(dim=2).sqrt() * valid).sum() / count
         return NetworkOutput(logits=logits, losses={"prediction": self.prediction_weight * loss},
-                             metrics={"mpjpe": mpjpe})
+                             metrics={"mpjpe": mpjpe, "mpjpe_repeat_last": baseline.detach()})
 
     def aim_loss(self, x: torch.Tensor) -> NetworkOutput:
         """The AIM objective on the whole window: ``nll + kl``, plus the reconstruction MSE as a metric."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from asgcn_lightning.models.blocks import ASGCBlock, ASGraphConv
+from asgcn_lightning.models.blocks import ASGCBlock, ASGraphConv, as_images
 
 
 class RecognitionHead(nn.Module):
@@ -17,8 +17,8 @@ class RecognitionHead(nn.Module):
         self.fc = nn.Linear(in_channels, num_class)
 
     def forward(self, features: torch.Tensor, num_person: int) -> torch.Tensor:
-        """``features`` ``(N·M, C, T, V)`` → logits ``(N, num_class)``."""
-        pooled = features.mean(dim=(2, 3))
+        """Joint-major ``features`` ``(N·M, V, C, T)`` → logits ``(N, num_class)``."""
+        pooled = features.mean(dim=(1, 3))
         pooled = pooled.view(-1, num_person, pooled.shape[1]).mean(dim=1)
         return self.fc(self.dropout(pooled))
 
@@ -56,19 +56,26 @@ class PredictionHead(nn.Module):
             for width, stride, kernel, residual in layers
         )
         out = predict_frames * coord_channels
-        self.out_graph = ASGraphConv(hidden + coord_channels, out, **graph)
+        # the output layer also sees the last pose and the last velocity: time-pooled features alone
+        # cannot tell where the motion was heading at the end of the window
+        self.out_graph = ASGraphConv(hidden + 2 * coord_channels, out, **graph)
         self.out_bn = nn.BatchNorm2d(out)
         self.out_conv = nn.Conv2d(out, out, kernel_size=1)
         nn.init.normal_(self.out_conv.weight, std=1e-3)  # start near the repeat-the-last-pose baseline
         nn.init.zeros_(self.out_conv.bias)
 
-    def forward(self, features: torch.Tensor, last_pose: torch.Tensor, s_links: torch.Tensor,
+    def forward(self, features: torch.Tensor, last_poses: torch.Tensor, s_links: torch.Tensor,
                 a_links: torch.Tensor | None) -> torch.Tensor:
-        """``features`` ``(B, C', T', V)``, ``last_pose`` ``(B, C, V)`` → future poses ``(B, P, C, V)``."""
+        """Joint-major ``features`` ``(B, V, C', T')``, ``last_poses`` ``(B, C, 2, V)`` (the two last observed
+        frames) → future poses ``(B, P, C, V)``."""
         for block in self.blocks:
             features = block(features, s_links, a_links)
-        pooled = torch.cat([features.mean(dim=2, keepdim=True), last_pose[:, :, None]], dim=1)
+        last_pose = last_poses[:, :, -1]
+        velocity = last_poses[:, :, -1] - last_poses[:, :, 0]
+        recent = torch.cat([last_pose, velocity], dim=1).transpose(1, 2)[..., None]
+        pooled = torch.cat([features.mean(dim=3, keepdim=True), recent], dim=2)
         y = self.out_graph(pooled, s_links, a_links)
-        displacement = self.out_conv(torch.relu(self.out_bn(y)))
-        b, _, _, v = displacement.shape
-        return last_pose[:, None] + displacement.view(b, self.predict_frames, self.coord_channels, v)
+        displacement = self.out_conv(torch.relu_(self.out_bn(as_images(y))))
+        b, v = y.shape[:2]
+        displacement = displacement.view(b, v, self.predict_frames, self.coord_channels).permute(0, 2, 3, 1)
+        return last_pose[:, None] + displacement

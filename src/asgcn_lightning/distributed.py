@@ -1,0 +1,100 @@
+"""BatchNorm statistics over the global batch on CPUs too, for ``trainer.sync_batchnorm=true``.
+
+PyTorch's ``SyncBatchNorm`` runs only on GPUs (no CPU kernels, and DDP rejects it for CPU
+modules), so DDP over CPU processes (``trainer=ddp_sim``, CPU clusters) would normalise each
+process's shard on its own and train another model than one process with the same global batch.
+On CPU the per-channel statistics here go through differentiable all-reduces instead; on GPUs
+PyTorch's fused ``SyncBatchNorm`` is used.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
+from torch import nn
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose gradient is the sum of all processes' gradients (each loss uses the sum)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor)
+        return tensor
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    return _AllReduceSum.apply(tensor)
+
+
+class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm over all processes' samples; a plain batch norm in evaluation or in one process.
+
+    Mean and variance take one all-reduce each (two passes, not sums of squares), which keeps the
+    numbers as close to a single process's batch norm as the summation order allows.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(input)
+        dims = [0, *range(2, input.dim())]
+        shape = [1, -1] + [1] * (input.dim() - 2)
+        totals = all_reduce(torch.cat([input.sum(dims), input.new_tensor([input.numel() // input.shape[1]])]))
+        count = totals[-1]
+        centred = input - (totals[:-1] / count).view(shape)
+        var = all_reduce(centred.square().sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(totals[:-1] / count, momentum)
+                self.running_var.lerp_(var * count / (count - 1).clamp(min=1.0), momentum)
+        output = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            output = output * self.weight.view(shape) + self.bias.view(shape)
+        return output
+
+
+class SyncBatchNormPlugin(TorchSyncBatchNorm):
+    """Lightning layer-sync plugin: PyTorch's ``SyncBatchNorm`` on GPUs, :class:`CPUSyncBatchNorm` on CPUs.
+
+    ``enabled`` follows ``trainer.sync_batchnorm`` and ``accelerator`` ``trainer.accelerator``, so
+    the plugin can always be configured and the Trainer flag stays the one switch.
+    """
+
+    def __init__(self, enabled: bool = True, accelerator: str = "auto") -> None:
+        self.enabled = enabled
+        self.on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        if not self.enabled:
+            return model
+        return self._to_cpu_sync(model) if self.on_cpu else super().apply(model)
+
+    @classmethod
+    def _to_cpu_sync(cls, module: nn.Module) -> nn.Module:
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, CPUSyncBatchNorm):
+            synced = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                      module.track_running_stats)
+            # the same parameter and buffer objects: optimiser state and checkpoints keep pointing at them
+            if module.affine:
+                synced.weight, synced.bias = module.weight, module.bias
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                setattr(synced, name, getattr(module, name))
+            synced.train(module.training)
+            return synced
+        for name, child in module.named_children():
+            module.add_module(name, cls._to_cpu_sync(child))
+        return module

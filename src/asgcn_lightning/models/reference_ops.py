@@ -1,0 +1,96 @@
+"""Plain formulations of the optimised model operations, for the equivalence tests and the benchmark.
+
+Each function takes a module of :mod:`asgcn_lightning.models` and recomputes what it does the way
+the reference AS-GCN code writes it: time-major ``(B, C, T, V)`` feature maps, a 1×1 convolution
+to ``out · K`` channels first and one aggregation einsum per S-link subset stack and A-link stack,
+and link MLPs on the explicit ``[h_i, h_j, e_ij]`` concatenation of every joint pair. Same weights
+must give the same outputs and gradients within float tolerance; nothing here is fast.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from asgcn_lightning.models.aim import LinkEncoder, PairMLP
+from asgcn_lightning.models.asgcn import ASGCN
+from asgcn_lightning.models.blocks import ASGCBlock, ASGraphConv
+from asgcn_lightning.models.heads import PredictionHead
+
+
+def graph_conv(module: ASGraphConv, x: torch.Tensor, s_links: torch.Tensor,
+               a_links: torch.Tensor | None) -> torch.Tensor:
+    """ASGC on time-major ``x`` ``(B, C, T, V)``: convolve to ``out · (K + K_a)`` channels, then aggregate."""
+    b, _, t, v = x.shape
+    k = module.num_subsets
+    y = F.conv2d(x, module.conv.weight, module.conv.bias).view(b, -1, module.out_channels, t, v)
+    out = torch.einsum("bkctv,kvw->bctw", y[:, :k], s_links * module.edge_importance)
+    if module.num_alink_types:
+        out = out + module.lambda_ * torch.einsum("bkctv,bkvw->bctw", y[:, k:], a_links)
+    return out
+
+
+def block(module: ASGCBlock, x: torch.Tensor, s_links: torch.Tensor, a_links: torch.Tensor | None) -> torch.Tensor:
+    """An ASGC block on time-major ``x``, without dropout (compare with ``dropout=0`` or in eval mode)."""
+    y = torch.relu(module.bn(graph_conv(module.graph_conv, x, s_links, a_links)))
+    temporal = module.temporal
+    kernel, stride = temporal.conv.weight.shape[2], temporal.stride
+    y = temporal.bn(F.conv2d(y, temporal.conv.weight, temporal.conv.bias, (stride, 1), ((kernel - 1) // 2, 0)))
+    if module.residual is not None:
+        if module.residual.project is None:
+            y = y + x
+        else:
+            conv, bn = module.residual.project
+            y = y + bn(F.conv2d(x, conv.weight, conv.bias, (stride, 1)))
+    return torch.relu(y)
+
+
+def features(network: ASGCN, bodies: torch.Tensor, a_links: torch.Tensor | None) -> torch.Tensor:
+    """Time-major backbone features ``(N·M, C', T', V)`` of bodies ``(N·M, C, T, V)``."""
+    b, c, t, v = bodies.shape
+    x = network.data_bn(bodies.permute(0, 3, 1, 2).reshape(b, v * c, t)).view(b, v, c, t).permute(0, 2, 3, 1)
+    for module in network.blocks:
+        x = block(module, x, network.s_links, a_links)
+    return x
+
+
+def logits(network: ASGCN, x: torch.Tensor) -> torch.Tensor:
+    """Class logits of inputs ``(N, C, T, V, M)``: mean over time, joints and persons, then the classifier."""
+    bodies = network.bodies(x)
+    pooled = features(network, bodies, network.alink_weights(bodies)).mean(dim=(2, 3))
+    return network.head.fc(pooled.view(x.shape[0], x.shape[-1], -1).mean(dim=1))
+
+
+def prediction(head: PredictionHead, features: torch.Tensor, last_poses: torch.Tensor, s_links: torch.Tensor,
+               a_links: torch.Tensor | None) -> torch.Tensor:
+    """Future poses ``(B, P, C, V)`` from time-major features and the two last observed poses ``(B, C, 2, V)``."""
+    for module in head.blocks:
+        features = block(module, features, s_links, a_links)
+    last_pose, velocity = last_poses[:, :, 1], last_poses[:, :, 1] - last_poses[:, :, 0]
+    pooled = torch.cat([features.mean(dim=2, keepdim=True), last_pose[:, :, None], velocity[:, :, None]], dim=1)
+    y = graph_conv(head.out_graph, pooled, s_links, a_links)
+    displacement = head.out_conv(torch.relu(head.out_bn(y)))
+    b, v = displacement.shape[0], displacement.shape[3]
+    return last_pose[:, None] + displacement.view(b, head.predict_frames, head.coord_channels, v)
+
+
+def pair_mlp(module: PairMLP, nodes: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+    """The link MLP on the explicit concatenation ``[h_i, h_j, e_ij]`` of every pair ``(sender i, receiver j)``."""
+    b, v, f = nodes.shape
+    parts = [nodes[:, :, None].expand(b, v, v, f), nodes[:, None, :].expand(b, v, v, f)]
+    weights = [module.sender.weight, module.receiver.weight]
+    if module.link is not None:
+        parts.append(links)
+        weights.append(module.link.weight)
+    y = F.linear(torch.cat(parts, dim=-1), torch.cat(weights, dim=1), module.sender.bias)
+    y = F.elu(module.fc2(F.elu(y)))
+    return module.bn(y.reshape(-1, y.shape[-1])).view_as(y)
+
+
+def link_encoder(module: LinkEncoder, trajectories: torch.Tensor) -> torch.Tensor:
+    """A-link type logits ``(B, V, V, types)``; joints average the links from every *other* joint, one by one."""
+    links = pair_mlp(module.link1, module.node1(trajectories))
+    num = links.shape[1]
+    incoming = torch.stack([sum(links[:, i, j] for i in range(num) if i != j) / max(num - 1, 1)
+                            for j in range(num)], dim=1)
+    return module.types(pair_mlp(module.link2, module.node2(incoming), links))

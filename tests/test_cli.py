@@ -1,0 +1,52 @@
+"""The README's commands, and what a user sees for bad input on the command line."""
+
+import re
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+
+def _run(*args: str, timeout: int = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_readme_commands_are_the_makefile_targets():
+    readme = (REPO_ROOT / "README.md").read_text()
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
+    assert blocks[0].strip() == "make setup && make train"
+    assert blocks[1].strip() == "make test"
+    targets = set(re.findall(r"^([a-z]+):", makefile, flags=re.M))
+    assert {"setup", "train", "test"} <= targets
+    assert "train.py" in makefile.split("\ntrain:")[1].split("\n\n")[0]
+    assert "pytest" in makefile.split("\ntest:")[1].split("\n\n")[0]
+    assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
+
+
+def test_missing_data_is_one_clear_line_naming_the_prepare_command(tmp_path):
+    result = _run("train.py", "dataset=ntu60", f"paths.data_dir={tmp_path}", "logger=csv",
+                  f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"no prepared ntu60 data at {tmp_path}/ntu60" in result.stderr
+    assert "python -m asgcn_lightning.prepare dataset=ntu60" in result.stderr
+
+
+def test_split_without_values_is_a_clear_error(tmp_path):
+    result = _run("train.py", "dataset=natops", "split=xview", f"paths.data_dir={tmp_path}", "logger=csv",
+                  f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "defines no xview training values" in result.stderr
+
+
+def test_eval_of_a_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
+    import torch
+
+    torch.save({"state_dict": {"network.head.fc.weight": torch.zeros(3, 3)}}, tmp_path / "foreign.ckpt")
+    result = _run("eval.py", f"ckpt_path={tmp_path}/foreign.ckpt", "model=tiny", f"paths.data_dir={tmp_path}",
+                  f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "does not match the configured model" in result.stderr
+    assert re.search(r"missing network\.\S+, .*\(\+\d+ more\)", result.stderr)
+    assert "shape differs for network.head.fc.weight (3, 3)→(10, 32)" in result.stderr
