@@ -14,8 +14,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from asgcn_lightning.data.datamodule import SkeletonDataModule
+from asgcn_lightning.data.transforms import Stream
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.models.module import ActionRecognitionModule
+from asgcn_lightning.models.transfer import prepare_transfer
 from asgcn_lightning.resume import RandomStateCheckpoint
 
 LR_RULES = {"linear": lambda ratio: ratio, "sqrt": math.sqrt}  # factor from global batch / base batch
@@ -24,18 +26,25 @@ LR_RULES = {"linear": lambda ratio: ratio, "sqrt": math.sqrt}  # factor from glo
 def build_datamodule(cfg: DictConfig) -> SkeletonDataModule:
     """The data module, with its store prepared (synthetic) or checked (real data sets)."""
     datamodule: SkeletonDataModule = instantiate(cfg.datamodule)
+    # -- input stream (docs/transfer.md): dataset.stream ends both pipelines, so training, eval and ensembles agree
+    if OmegaConf.select(cfg, "dataset.stream"):
+        for pipeline in (datamodule.train_transform, datamodule.eval_transform):
+            pipeline.transforms.append(Stream(cfg.dataset.stream))
     datamodule.prepare_data()
     return datamodule
 
 
 def build_module(cfg: DictConfig, datamodule: SkeletonDataModule) -> ActionRecognitionModule:
     """The model, sized by the data: ``num_class``, joint layout, channels and persons come from it."""
+    transfer = prepare_transfer(cfg)  # -- transfer learning (docs/transfer.md): source checkpoint of +transfer=<mode>
     # partial instantiation: live objects (the layout, the network) never pass through OmegaConf
     network = instantiate(cfg.model.network, _partial_=True)(
         num_class=datamodule.num_class, layout=datamodule.layout,
         in_channels=datamodule.in_channels, num_person=datamodule.num_person)
-    module = instantiate(cfg.model, _partial_=True, network=None)
-    return module(network=network, class_names=datamodule.class_names)
+    module = instantiate(cfg.model, _partial_=True, network=None)(network=network, class_names=datamodule.class_names)
+    if transfer is not None:  # -- source weights, frozen modules, backbone learning rate
+        transfer.apply(module, datamodule.layout)
+    return module
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:

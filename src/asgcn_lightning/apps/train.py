@@ -51,7 +51,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     close_loggers(trainer)
     log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
     if trainer.is_global_zero:  # what sweep_summary reads, whichever loggers the run had
-        Path(cfg.paths.output_dir, "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+        output_dir = Path(cfg.paths.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
     return metrics
 
 

@@ -35,7 +35,7 @@ class MetadataSplit:
 
 
 class RandomSplit:
-    """A seeded random split, stratified by label so every class appears on both sides."""
+    """A seeded random split, stratified by label so every class with two or more samples is on both sides."""
 
     def __init__(self, name: str = "random", test_fraction: float = 0.2, seed: int = 0) -> None:
         if not 0 < test_fraction < 1:
@@ -47,7 +47,9 @@ class RandomSplit:
         test: list[np.ndarray] = []
         for label in np.unique(index["label"]):
             members = rng.permutation(np.flatnonzero(index["label"] == label))
-            test.append(members[: max(1, round(len(members) * self.test_fraction))])
+            # at least one sample of a class on each side; a class with a single sample trains
+            count = min(len(members) - 1, max(1, round(len(members) * self.test_fraction)))
+            test.append(members[:count])
         is_test = np.zeros(len(index["label"]), dtype=bool)
         is_test[np.concatenate(test)] = True
         return np.flatnonzero(~is_test), np.flatnonzero(is_test)

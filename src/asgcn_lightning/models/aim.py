@@ -124,7 +124,8 @@ class MotionDecoder(nn.Module):
         """``poses`` ``(B, F, V, C)``, ``links`` ``(B, V, V, real types)`` → predicted frames 1..F-1."""
         b, frames, v, _ = poses.shape
         k, h = self.num_link_types, self.hidden
-        weights = links / max(v - 1, 1)  # mean over possible senders: the same scale for any layout
+        # link type outermost, (k, b, i, j, ...): each type's messages are one matrix product, no permuted copy
+        weights = (links / max(v - 1, 1)).permute(3, 0, 1, 2)[..., None]  # mean over possible senders
         state = poses.new_zeros(b * v, h)
         current = poses[:, 0]
         predictions = []
@@ -132,10 +133,11 @@ class MotionDecoder(nn.Module):
             if step % self.rollout == 0:
                 current = poses[:, step]
             joints = state.view(b, v, h)
-            pre = (self.sender(joints)[:, :, None] + self.receiver(joints)[:, None, :]).view(b, v, v, k, h)
-            messages = torch.einsum("bijkh,kgh->bijkg", torch.tanh(pre), self.message_weight)
-            messages = torch.tanh(messages + self.message_bias)
-            incoming = torch.einsum("bijk,bijkg->bjg", weights, messages)
+            sender = self.sender(joints).view(b, v, k, h).permute(2, 0, 1, 3)
+            receiver = self.receiver(joints).view(b, v, k, h).permute(2, 0, 1, 3)
+            pre = torch.tanh(sender[:, :, :, None] + receiver[:, :, None, :]).view(k, -1, h)
+            messages = torch.baddbmm(self.message_bias[:, None], pre, self.message_weight.transpose(1, 2))
+            incoming = (torch.tanh(messages).view(k, b, v, v, h) * weights).sum(dim=(0, 2))
             state = self.cell(torch.cat([current, incoming], dim=-1).reshape(b * v, -1), state)
             current = current + self.out(state).view(b, v, -1)
             predictions.append(current)

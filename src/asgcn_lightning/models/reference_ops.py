@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from asgcn_lightning.models.aim import LinkEncoder, PairMLP
+from asgcn_lightning.models.aim import LinkEncoder, MotionDecoder, PairMLP
 from asgcn_lightning.models.asgcn import ASGCN
 from asgcn_lightning.models.blocks import ASGCBlock, ASGraphConv
 from asgcn_lightning.models.heads import PredictionHead
@@ -94,3 +94,24 @@ def link_encoder(module: LinkEncoder, trajectories: torch.Tensor) -> torch.Tenso
     incoming = torch.stack([sum(links[:, i, j] for i in range(num) if i != j) / max(num - 1, 1)
                             for j in range(num)], dim=1)
     return module.types(pair_mlp(module.link2, module.node2(incoming), links))
+
+
+def motion_decoder(module: MotionDecoder, poses: torch.Tensor, links: torch.Tensor) -> torch.Tensor:
+    """The decoder's next-pose predictions, messages written per pair and link type as einsums."""
+    b, frames, v, _ = poses.shape
+    k, h = module.num_link_types, module.hidden
+    weights = links / max(v - 1, 1)
+    state = poses.new_zeros(b * v, h)
+    current, predictions = poses[:, 0], []
+    for step in range(frames - 1):
+        if step % module.rollout == 0:
+            current = poses[:, step]
+        joints = state.view(b, v, h)
+        pre = (module.sender(joints)[:, :, None] + module.receiver(joints)[:, None, :]).view(b, v, v, k, h)
+        messages = torch.einsum("bijkh,kgh->bijkg", torch.tanh(pre), module.message_weight)
+        messages = torch.tanh(messages + module.message_bias)
+        incoming = torch.einsum("bijk,bijkg->bjg", weights, messages)
+        state = module.cell(torch.cat([current, incoming], dim=-1).reshape(b * v, -1), state)
+        current = current + module.out(state).view(b, v, -1)
+        predictions.append(current)
+    return torch.stack(predictions, dim=1)

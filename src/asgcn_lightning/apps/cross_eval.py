@@ -1,0 +1,244 @@
+"""Cross-data-set evaluation: ``python -m asgcn_lightning.apps.cross_eval ckpt_path=<ckpt> dataset=<target> ...``.
+
+A model trained on one data set is evaluated on another whose classes only partly correspond. Both
+sides are mapped onto common *evaluation labels*: ``label_map`` sends the model's classes there
+(many-to-one allowed; classes left out are never predicted), ``target_map`` the target's classes
+(default: each target class is its own label; classes left out are not evaluated). A sample's
+prediction is the label with the largest summed probability, the softmax being taken over the
+mapped model classes only — "unmapped" means the model may not answer with that class. Without
+``label_map``, model classes go to target classes of the same name.
+
+The model comes from its training run's config (data set, split, model and input stream, as in
+``eval.py``); the target is this command's ``dataset``/``split`` (and class subset). Writes
+``cross_eval.json`` and ``confusion_cross.png`` into the run folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+from torch.utils.data import DataLoader, Dataset
+
+from asgcn_lightning.apps.components import build_datamodule, build_module
+from asgcn_lightning.apps.evaluate import RUN_KEYS, load_weights, run_config_for
+from asgcn_lightning.config import config_dir
+from asgcn_lightning.data.datamodule import SkeletonDataModule, SkeletonDataset
+from asgcn_lightning.errors import UserError, exit_on_user_error
+from asgcn_lightning.models.module import ActionRecognitionModule
+from asgcn_lightning.visual.confusion import confusion_figure, per_class_accuracy
+
+log = logging.getLogger(__name__)
+SAMPLE_SETS = ("test", "all")
+
+
+# -- shared by the evaluation apps (cross_eval, oneshot, ensemble) ----------------------------------------
+@dataclass
+class CheckpointRun:
+    """A checkpoint's model, built from its training run's config, and that run's data module."""
+
+    cfg: DictConfig
+    datamodule: SkeletonDataModule
+    module: ActionRecognitionModule
+
+
+def checkpoint_run(cfg: DictConfig, ckpt_path: str | Path) -> CheckpointRun:
+    """Build and load the model of ``ckpt_path``; its run's dataset/split/model replace those of ``cfg``.
+
+    With ``use_run_config=false`` (or no ``.hydra/config.yaml`` beside the checkpoint) ``cfg`` itself
+    describes the model, as in ``eval.py``.
+    """
+    ckpt_path = Path(ckpt_path)
+    if not ckpt_path.is_file():
+        raise UserError(f"{ckpt_path}: no such checkpoint")
+    run_cfg = run_config_for(ckpt_path) if cfg.get("use_run_config", True) else None
+    member = copy.deepcopy(cfg)
+    if run_cfg is None:
+        log.warning("%s: no run config beside it; the model is built from this command's config", ckpt_path)
+    else:
+        OmegaConf.set_struct(member, False)
+        for key in RUN_KEYS:
+            member[key] = run_cfg[key]
+    datamodule = build_datamodule(member)
+    module = build_module(member, datamodule)
+    load_weights(module, ckpt_path)
+    return CheckpointRun(member, datamodule, module.eval())
+
+
+def sample_set(datamodule: SkeletonDataModule, which: str) -> SkeletonDataset:
+    """The split's held-out samples (``test``) or every sample of its classes (``all``), with eval transforms."""
+    if which not in SAMPLE_SETS:
+        raise UserError(f"unknown sample set {which!r}; choose one of {list(SAMPLE_SETS)}")
+    datamodule.setup()
+    if which == "test":
+        return datamodule.test_set
+    parts = (datamodule.train_set, datamodule.test_set)
+    return SkeletonDataset(datamodule.store, np.concatenate([p.indices for p in parts]),
+                           np.concatenate([p.labels for p in parts]), datamodule.layout,
+                           datamodule.eval_transform)
+
+
+@torch.no_grad()
+def predict(network: torch.nn.Module, dataset: Dataset, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels of every sample of ``dataset``, in order (inference mode)."""
+    network.eval()
+    outputs, labels = [], []
+    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        outputs.append(network(x))
+        labels.append(y)
+    return torch.cat(outputs), torch.cat(labels)
+
+
+def resolve_class(item: Any, class_names: Sequence[str], what: str) -> int:
+    """A class given by name or 1-based number → its 0-based index among ``class_names``."""
+    names = list(class_names)
+    if isinstance(item, str) and item in names:
+        return names.index(item)
+    if isinstance(item, int) or (isinstance(item, str) and item.isdigit()):
+        if not 1 <= int(item) <= len(names):
+            raise UserError(f"{what}: class number {item} is outside 1..{len(names)}")
+        return int(item) - 1
+    raise UserError(f"{what}: unknown class {item!r}; the classes are {names}")
+
+
+def plain(node: Any) -> Any:
+    """A config node as plain Python (dicts, lists), or the value itself."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+# -- label mapping ------------------------------------------------------------------------------------------
+@dataclass
+class LabelMapping:
+    """Model classes and target classes → evaluation labels (-1: unmapped)."""
+
+    labels: list[str]
+    source: np.ndarray
+    target: np.ndarray
+
+
+def label_mapping(source_classes: Sequence[str], target_classes: Sequence[str],
+                  label_map: Mapping[Any, Any] | None = None,
+                  target_map: Mapping[Any, Any] | None = None) -> LabelMapping:
+    """Resolve the two maps; evaluation labels are ordered as the target classes.
+
+    ``label_map`` keys are model classes, values evaluation labels (target classes by name or number
+    when ``target_map`` is ``None``); ``None`` pairs classes of the same name.
+    """
+    if target_map is None:
+        labels_of_target = list(target_classes)
+    else:
+        labels_of_target = [None] * len(target_classes)
+        for item, label in target_map.items():
+            labels_of_target[resolve_class(item, target_classes, "target_map")] = str(label)
+    if label_map is None:
+        label_map = {name: name for name in source_classes if name in labels_of_target}
+        if not label_map:
+            raise UserError(f"the model's classes {list(source_classes)} and the target's {list(target_classes)} "
+                            "share no name; give label_map={model class: target class}")
+    source = {}
+    for item, label in label_map.items():
+        if target_map is None:
+            label = target_classes[resolve_class(label, target_classes, "label_map value")]
+        elif str(label) not in labels_of_target:
+            raise UserError(f"label_map: {label!r} is not an evaluation label of target_map "
+                            f"({sorted({str(v) for v in target_map.values()})})")
+        source[resolve_class(item, source_classes, "label_map")] = str(label)
+    wanted = set(source.values())
+    labels = list(dict.fromkeys(label for label in labels_of_target if label in wanted))
+    index = {label: i for i, label in enumerate(labels)}
+    return LabelMapping(
+        labels=labels,
+        source=np.array([index.get(source.get(c, ""), -1) for c in range(len(source_classes))]),
+        target=np.array([index.get(label, -1) if label is not None else -1 for label in labels_of_target]))
+
+
+def mapped_scores(logits: torch.Tensor, mapping: LabelMapping) -> torch.Tensor:
+    """Per evaluation label, the summed probability of its model classes (softmax over mapped classes only)."""
+    keep = torch.from_numpy(mapping.source >= 0)
+    probabilities = torch.softmax(logits[:, keep].double(), dim=1)
+    scores = torch.zeros(len(logits), len(mapping.labels), dtype=probabilities.dtype)
+    return scores.index_add_(1, torch.from_numpy(mapping.source[mapping.source >= 0]), probabilities)
+
+
+def mapped_confusion(logits: torch.Tensor, target: torch.Tensor, mapping: LabelMapping) -> tuple[np.ndarray, int]:
+    """Confusion matrix over evaluation labels (rows true) and the number of target samples not evaluated."""
+    truth = mapping.target[target.numpy()]
+    keep = truth >= 0
+    predicted = mapped_scores(logits, mapping).argmax(dim=1).numpy()
+    size = len(mapping.labels)
+    confusion = np.bincount(truth[keep] * size + predicted[keep], minlength=size * size).reshape(size, size)
+    return confusion, int((~keep).sum())
+
+
+# -- the app ------------------------------------------------------------------------------------------------
+def cross_evaluate(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+    if not cfg.get("ckpt_path"):
+        raise UserError("give the model: ckpt_path=<file.ckpt>")
+    run = checkpoint_run(cfg, cfg.ckpt_path)
+    target_cfg = copy.deepcopy(cfg)
+    stream = OmegaConf.select(run.cfg, "dataset.stream")
+    if stream and not OmegaConf.select(target_cfg, "dataset.stream"):
+        OmegaConf.update(target_cfg, "dataset.stream", stream, force_add=True)  # the model's input stream
+    target = build_datamodule(target_cfg)
+    source_layout, target_layout = run.datamodule.layout, target.layout
+    if source_layout.joints != target_layout.joints or run.datamodule.in_channels != target.in_channels:
+        raise UserError(f"the model reads layout {source_layout.name} with {run.datamodule.in_channels} channels, "
+                        f"the target has {target_layout.name} with {target.in_channels}; adapt the model to the "
+                        "target's layout with +transfer=finetune (docs/transfer.md) instead")
+    mapping = label_mapping(run.datamodule.class_names, target.class_names, plain(cfg.get("label_map")),
+                            plain(cfg.get("target_map")))
+    logits, labels = predict(run.module.network, sample_set(target, cfg.get("target_samples", "test")),
+                             int(cfg.get("batch_size", 64)))
+    confusion, ignored = mapped_confusion(logits, labels, mapping)
+    if confusion.sum() == 0:
+        raise UserError("no target sample has a mapped label; check label_map/target_map")
+    accuracy = float(np.trace(confusion) / confusion.sum())
+    result = {"checkpoint": str(cfg.ckpt_path), "target": target.dataset_name, "accuracy": accuracy,
+              "evaluated": int(confusion.sum()), "ignored": ignored, "labels": mapping.labels,
+              "model_classes": {name: mapping.labels[i] for name, i in
+                                zip(run.datamodule.class_names, mapping.source, strict=True) if i >= 0},
+              "per_label_accuracy": dict(zip(mapping.labels, per_class_accuracy(confusion).tolist(), strict=True)),
+              "confusion": confusion.tolist()}
+    report(result)
+    output = Path(cfg.paths.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "cross_eval.json").write_text(json.dumps(result, indent=1))
+    figure = confusion_figure(confusion, mapping.labels, title=f"{target.dataset_name} via label map")
+    figure.savefig(output / "confusion_cross.png", dpi=100)
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    table = Table(title=f"cross-data-set evaluation on {result['target']}")
+    for column in ("label", "samples", "accuracy"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    confusion = np.asarray(result["confusion"])
+    for i, label in enumerate(result["labels"]):
+        table.add_row(label, str(int(confusion[i].sum())), f"{result['per_label_accuracy'][label]:.3f}")
+    console = Console()
+    console.print(table)
+    console.print(f"accuracy = {result['accuracy']:.4f} over {result['evaluated']} samples "
+                  f"({result['ignored']} target samples of unmapped classes ignored)")
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="cross_eval")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    cross_evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

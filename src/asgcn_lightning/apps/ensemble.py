@@ -1,0 +1,103 @@
+"""Multi-stream score fusion: ``python -m asgcn_lightning.apps.ensemble ckpt_paths=[a.ckpt,...] weights=[...]``.
+
+Each checkpoint is one stream model of the same experiment — trained with ``dataset.stream`` set to
+``joint``, ``bone``, ``joint_motion`` or ``bone_motion`` (``experiment=streams_*``) — and its run's
+config says which stream it reads, so every member sees its own stream of the same test samples.
+The fused score of a sample is ``Σ_i w_i · softmax(logits_i)`` (``fuse=softmax``: members trained
+separately have differently scaled logits, probabilities do not) or ``Σ_i w_i · logits_i``
+(``fuse=logits``, as 2s-AGCN / MS-G3D). ``weights`` default to equal; the four-stream weights of
+CTR-GCN / InfoGCN are ``[0.6, 0.6, 0.4, 0.4]`` for joint, bone, joint motion, bone motion (the motion
+streams are individually weaker). Writes ``ensemble.json`` into the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from asgcn_lightning.apps.cross_eval import checkpoint_run, plain, predict, sample_set
+from asgcn_lightning.config import config_dir
+from asgcn_lightning.errors import UserError, exit_on_user_error
+
+FUSIONS = ("softmax", "logits")
+
+
+def top_k(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Fraction of samples whose label is among the ``k`` highest scores."""
+    return float((scores.topk(min(k, scores.shape[1]), dim=1).indices == labels[:, None]).any(dim=1).float().mean())
+
+
+def fuse(logits: list[torch.Tensor], weights: list[float], how: str = "softmax") -> torch.Tensor:
+    """Weighted sum of the members' probabilities (``softmax``) or raw logits (``logits``)."""
+    if how not in FUSIONS:
+        raise UserError(f"unknown fuse {how!r}; choose one of {list(FUSIONS)}")
+    if len(weights) != len(logits):
+        raise UserError(f"{len(weights)} weights for {len(logits)} checkpoints; give one weight per checkpoint")
+    if any(w < 0 for w in weights) or not any(weights):
+        raise UserError(f"weights {weights}: need non-negative weights, not all zero")
+    scores = [torch.softmax(x.double(), dim=1) if how == "softmax" else x.double() for x in logits]
+    return sum(w * s for w, s in zip(weights, scores, strict=True))
+
+
+def ensemble(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+    paths = [str(p) for p in plain(cfg.get("ckpt_paths")) or []]
+    if len(paths) < 2:
+        raise UserError("give at least two checkpoints: ckpt_paths=[<joint>.ckpt,<bone>.ckpt,...]")
+    weights = [float(w) for w in plain(cfg.get("weights")) or [1.0] * len(paths)]
+    members, logits, reference = [], [], None
+    for path in paths:
+        run = checkpoint_run(cfg, path)
+        test_set = sample_set(run.datamodule, "test")
+        identity = (str(run.datamodule.store_dir), test_set.indices.tolist(), run.datamodule.class_names)
+        if reference is None:
+            reference = identity
+        elif identity != reference:
+            raise UserError(f"{path} was evaluated on other test samples or classes than {paths[0]}; an ensemble "
+                            "fuses models of one data set, split and class subset")
+        member_logits, labels = predict(run.module.network, test_set, int(cfg.get("batch_size", 64)))
+        logits.append(member_logits)
+        stream = OmegaConf.select(run.cfg, "dataset.stream") or "joint"
+        members.append({"checkpoint": path, "stream": stream, "top1": top_k(member_logits, labels, 1),
+                        "top5": top_k(member_logits, labels, 5)})
+    fused = fuse(logits, weights, cfg.get("fuse", "softmax"))
+    result = {"members": members, "weights": weights, "fuse": cfg.get("fuse", "softmax"),
+              "fused": {"top1": top_k(fused, labels, 1), "top5": top_k(fused, labels, 5)},
+              "samples": len(labels), "num_class": int(fused.shape[1])}
+    report(result)
+    output = Path(cfg.paths.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "ensemble.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    table = Table(title=f"stream ensemble: {result['samples']} test samples, {result['num_class']} classes "
+                        f"(fuse={result['fuse']})")
+    for column in ("stream", "weight", "top-1", "top-5", "checkpoint"):
+        table.add_column(column, justify="left" if column in ("stream", "checkpoint") else "right")
+    for member, weight in zip(result["members"], result["weights"], strict=True):
+        table.add_row(member["stream"], f"{weight:g}", f"{member['top1']:.4f}", f"{member['top5']:.4f}",
+                      member["checkpoint"])
+    table.add_row("fused", f"{np.sum(result['weights']):g}", f"{result['fused']['top1']:.4f}",
+                  f"{result['fused']['top5']:.4f}", "")
+    Console().print(table)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="ensemble")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    ensemble(cfg)
+
+
+if __name__ == "__main__":
+    main()

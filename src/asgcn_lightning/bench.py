@@ -1,0 +1,370 @@
+"""Benchmark suite (``make bench``): training and inference speed, memory and FLOPs, data loading, NTU parsing.
+
+    python -m asgcn_lightning.bench [--quick] [--configs reference default stgcn] [--threads N] [--profile]
+
+Each model configuration is measured in a fresh subprocess, so its peak memory is its own: the
+resident set's high-water mark (reset through ``/proc/self/clear_refs``) minus the resident set
+before the first step, or CUDA's peak allocation on a GPU. Times are medians over several runs
+after a warm-up run; FLOPs come from :class:`torch.utils.flop_counter.FlopCounterMode` on the
+warm-up run, and are set against an fp32 matrix product timed in the same process just before, so
+the ratio holds on a machine shared with other work. The results go to
+``bench/results/<timestamp>.json`` and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+
+# model=<name> with the input the figures are quoted for; frames/classes None: the data set's
+CONFIGS: dict[str, dict[str, Any]] = {
+    "reference": {"model": "asgcn", "frames": 300, "num_class": 60, "batch": 8},
+    "default": {"model": "asgcn_small", "frames": None, "num_class": None, "batch": 8},
+    "stgcn": {"model": "stgcn", "frames": 300, "num_class": 60, "batch": 8},
+}
+# The reference AS-GCN at its NTU-60 configuration on this machine kind (2 cores, 2 threads; issue 9).
+REFERENCE_FIGURES = {"train_s_per_sample": 6.4, "infer_s_per_sample": 2.05, "rss_gb_per_sample": 1.6,
+                     "train_gflop_per_sample": 206.6, "stgcn_train_s_per_sample": 1.7}
+TARGETS = {"train_s_per_sample": 2.5, "rss_gb_per_sample": 0.4, "matmul_fraction": 0.7, "loader_margin": 20.0,
+           "prepare_files_per_s": 290.0}
+
+
+# -- measuring -----------------------------------------------------------------------------------------
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(run: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``run`` over ``repeats`` calls after ``warmup`` calls (CUDA events on a GPU)."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            begin = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - begin)
+    return statistics.median(times)
+
+
+def matmul_flops(device: torch.device, size: int = 2048, repeats: int = 7) -> float:
+    """FLOP/s of an fp32 ``size × size`` matrix product: the machine's practical peak for dense work."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    return 2 * size**3 / median_seconds(lambda: a @ b, device, repeats, warmup=2)
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def reset_peak_resident() -> bool:
+    """Restart the kernel's resident-set high-water mark at the current size (Linux ≥ 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_resident_bytes(reset: bool) -> int:
+    if reset:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def count_flops(run: Callable[[], object]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()
+
+
+def compose(overrides: Sequence[str], output_dir: Path) -> Any:
+    """The training config of ``python train.py <overrides>``, with outputs in ``output_dir``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from asgcn_lightning.config import config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=[f"paths.root_dir={REPO_ROOT}", f"paths.output_dir={output_dir}",
+                                                *overrides], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def measure_model(name: str, repeats: int, device: torch.device, profile: bool) -> dict[str, Any]:
+    """Everything about one model configuration; run it in a fresh process (see :func:`run_worker`)."""
+    from hydra.utils import instantiate
+
+    from asgcn_lightning.models.layouts import make_layout
+
+    spec = CONFIGS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose([f"model={spec['model']}"], Path(tmp))
+    frames = spec["frames"] or int(cfg.dataset.window)
+    num_class = spec["num_class"] or (len(cfg.dataset.classes) if cfg.dataset.classes else 10)
+    batch, num_person = spec["batch"], int(cfg.dataset.num_person)
+    network = instantiate(cfg.model.network, _partial_=True)(
+        num_class=num_class, layout=make_layout(**cfg.dataset.layout), in_channels=3, num_person=num_person)
+    network.to(device).train()
+    aim_params = {id(p) for p in network.aim.parameters()} if network.aim is not None else set()
+    optimizer = instantiate(cfg.model.optimizer)([p for p in network.parameters() if id(p) not in aim_params])
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, frames, network.layout.num_joints, num_person, generator=generator).to(device)
+    y = torch.randint(0, num_class, (batch,), generator=generator).to(device)
+
+    def train_step(autocast: bool = False) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = network.forward_train(x)
+            loss = F.cross_entropy(out.logits, y) + sum(out.losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    result: dict[str, Any] = {"model": spec["model"], "frames": frames, "num_class": num_class, "batch": batch,
+                              "num_person": num_person, "parameters": sum(p.numel() for p in network.parameters())}
+    result["matmul_gflops"] = matmul_flops(device) / 1e9
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+    else:
+        reset = reset_peak_resident()
+        baseline = resident_bytes()
+    train_flops = count_flops(train_step)  # also the warm-up run
+    synchronize(device)
+    seconds = median_seconds(train_step, device, repeats, warmup=0)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) - baseline
+    else:
+        peak = peak_resident_bytes(reset) - baseline
+    result.update(train_s_per_sample=seconds / batch, train_gflop_per_sample=train_flops / batch / 1e9,
+                  peak_memory_gb_per_sample=peak / batch / 1e9,
+                  memory_kind="cuda max allocated" if device.type == "cuda" else "RSS high-water mark delta")
+    result["train_gflops"] = result["train_gflop_per_sample"] / result["train_s_per_sample"]
+    result["matmul_fraction"] = result["train_gflops"] / result["matmul_gflops"]
+    if device.type == "cuda":
+        result["train_bf16_s_per_sample"] = median_seconds(lambda: train_step(True), device, repeats) / batch
+    if network.aim is not None:
+        aim_optimizer = torch.optim.Adam(network.aim.parameters())
+
+        def aim_step() -> None:
+            loss = sum(network.aim_loss(x).losses.values())
+            aim_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            aim_optimizer.step()
+
+        result["aim_train_s_per_sample"] = median_seconds(aim_step, device, repeats) / batch
+
+    network.eval()
+    with torch.inference_mode():
+        result["infer_gflop_per_sample"] = count_flops(lambda: network(x)) / batch / 1e9
+        for size in (1, batch):
+            part = x[:size]
+            result[f"infer_b{size}_s_per_sample"] = median_seconds(lambda: network(part), device, repeats) / size
+    if profile:
+        network.train()
+        with torch.profiler.profile() as profiler:
+            train_step()
+            synchronize(device)
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        result["profile"] = profiler.key_averages().table(sort_by=sort, row_limit=20)
+    return result
+
+
+def measure_loader(repeats: int) -> dict[str, Any]:
+    """Training samples/s of the default ``SkeletonDataModule`` (synthetic set, memory-mapped store)."""
+    from asgcn_lightning.apps.components import build_datamodule
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose([], Path(tmp))
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    result: dict[str, Any] = {"batch": datamodule.batch_size, "samples": len(datamodule.train_set)}
+    for workers in sorted({int(cfg.dataset.num_workers), 0}, reverse=True):
+        datamodule.num_workers = workers
+        loader = datamodule.train_dataloader()
+        rates = []
+        for _ in range(repeats):
+            batches = iter(loader)
+            next(batches)  # worker start-up and the first batch are not throughput
+            begin, count = time.perf_counter(), 0
+            for _, labels in batches:
+                count += len(labels)
+            rates.append(count / (time.perf_counter() - begin))
+        result[f"samples_per_s_{workers}_workers"] = statistics.median(rates)
+    result["num_workers"] = int(cfg.dataset.num_workers)
+    result["samples_per_s"] = result[f"samples_per_s_{result['num_workers']}_workers"]
+    return result
+
+
+def measure_parse(quick: bool) -> dict[str, Any]:
+    """NTU ``.skeleton`` parse and prepare files/s, from ``bench/bench_ntu_parse.py`` on the real fixtures."""
+    script = REPO_ROOT / "bench" / "bench_ntu_parse.py"
+    if not script.is_file():
+        return {"skipped": f"{script} not found (a source checkout has it)"}
+    command = [sys.executable, str(script), "--copies", "4" if quick else "10"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"skipped": (done.stderr or done.stdout).strip().splitlines()[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """:func:`measure_model` in a fresh interpreter, for a peak memory of that configuration alone."""
+    command = [sys.executable, "-m", "asgcn_lightning.bench", "--worker", name, "--device", args.device,
+               "--threads", str(args.threads)] + (["--quick"] if args.quick else []) + \
+              (["--profile"] if args.profile else [])
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"error": (done.stderr or done.stdout).strip()[-2000:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- reporting -----------------------------------------------------------------------------------------
+def check_targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The issue's targets, for the reference configuration on a CPU; ``met`` is None where not measured."""
+    ref, default = results["models"].get("reference", {}), results["models"].get("default", {})
+    loader, parse = results.get("loader", {}), results.get("parse", {})
+    consumed = 1 / default["train_s_per_sample"] if "train_s_per_sample" in default else None
+    margin = loader["samples_per_s"] / consumed if consumed and "samples_per_s" in loader else None
+    if margin is not None:
+        loader["margin_over_default_training"] = margin
+    checks = {
+        "train_s_per_sample": (ref.get("train_s_per_sample"), "<=", TARGETS["train_s_per_sample"]),
+        "rss_gb_per_sample": (ref.get("peak_memory_gb_per_sample"), "<=", TARGETS["rss_gb_per_sample"]),
+        "matmul_fraction": (ref.get("matmul_fraction"), ">=", TARGETS["matmul_fraction"]),
+        "loader_margin": (margin, ">=", TARGETS["loader_margin"]),
+        "prepare_files_per_s": (parse.get("prepare_files_per_s"), ">=", TARGETS["prepare_files_per_s"]),
+    }
+    return {key: {"value": value, "target": f"{op} {target}",
+                  "met": None if value is None else (value <= target if op == "<=" else value >= target)}
+            for key, (value, op, target) in checks.items()}
+
+
+def print_table(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    models = {name: r for name, r in results["models"].items() if "error" not in r}
+    table = Table(title=f"asgcn-lightning bench ({results['device']}, {results['threads']} threads, "
+                        f"load {results['load_average'][0]:.1f})")
+    table.add_column("metric")
+    for name in models:
+        table.add_column(f"{name}\n(model={models[name]['model']}, T={models[name]['frames']})", justify="right")
+    table.add_column("issue's reference AS-GCN", justify="right")
+    rows = [("train s/sample (batch 8)", "train_s_per_sample", "{:.3f}", REFERENCE_FIGURES["train_s_per_sample"]),
+            ("AIM-stage train s/sample", "aim_train_s_per_sample", "{:.3f}", None),
+            ("infer s/sample, batch 1", "infer_b1_s_per_sample", "{:.3f}", REFERENCE_FIGURES["infer_s_per_sample"]),
+            ("infer s/sample, batch 8", "infer_b8_s_per_sample", "{:.3f}", None),
+            ("peak memory GB/sample", "peak_memory_gb_per_sample", "{:.3f}", REFERENCE_FIGURES["rss_gb_per_sample"]),
+            ("train GFLOP/sample", "train_gflop_per_sample", "{:.1f}", REFERENCE_FIGURES["train_gflop_per_sample"]),
+            ("infer GFLOP/sample", "infer_gflop_per_sample", "{:.1f}", None),
+            ("train GFLOP/s", "train_gflops", "{:.1f}", None),
+            ("matmul GFLOP/s (same process)", "matmul_gflops", "{:.1f}", None),
+            ("train FLOP/s / matmul", "matmul_fraction", "{:.0%}", None)]
+    if results["device"].startswith("cuda"):
+        rows.insert(1, ("train bf16 s/sample", "train_bf16_s_per_sample", "{:.3f}", None))
+    for label, key, fmt, reference in rows:
+        cells = [fmt.format(r[key]) if key in r else "–" for r in models.values()]
+        table.add_row(label, *cells, "–" if reference is None else str(reference))
+    console = Console()
+    console.print(table)
+    for name, r in results["models"].items():
+        if "error" in r:
+            console.print(f"[red]{name} failed:[/] {r['error']}")
+    loader, parse = results.get("loader", {}), results.get("parse", {})
+    if "samples_per_s" in loader:
+        console.print(f"data loader (synthetic, batch {loader['batch']}): {loader['samples_per_s']:.0f} samples/s "
+                      f"with {loader['num_workers']} workers, {loader['samples_per_s_0_workers']:.0f} in-process")
+    if "prepare_files_per_s" in parse:
+        console.print(f"NTU .skeleton: parse {parse['parse_files_per_s']:.0f} files/s, prepare "
+                      f"{parse['prepare_files_per_s']:.0f} files/s ({parse['num_workers']} workers)")
+    elif "skipped" in parse:
+        console.print(f"NTU parse: skipped ({parse['skipped']})")
+    for key, check in results["targets"].items():
+        mark = {True: "[green]met[/]", False: "[red]not met[/]", None: "[yellow]not measured[/]"}[check["met"]]
+        value = "–" if check["value"] is None else f"{check['value']:.3g}"
+        console.print(f"target {key} {check['target']}: {value} {mark}")
+    for name, r in results["models"].items():
+        if "profile" in r:
+            console.print(f"\n[bold]{name}: one training step[/]\n{r['profile']}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller parse run")
+    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["reference", "default"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--profile", action="store_true", help="add a torch.profiler table of one training step")
+    parser.add_argument("--skip-data", action="store_true", help="models only: no loader or NTU parse figures")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--worker", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    repeats = 3 if args.quick else 5
+    device = torch.device(args.device)
+    if args.worker:
+        print(json.dumps(measure_model(args.worker, repeats, device, args.profile)))
+        return
+
+    results: dict[str, Any] = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "device": str(device), "threads": args.threads,
+        "torch": torch.__version__, "cpu_count": os.cpu_count(), "quick": args.quick,
+        "load_average": list(os.getloadavg()), "reference_figures": REFERENCE_FIGURES,
+        "machine_matmul_gflops": matmul_flops(device) / 1e9,
+        "models": {name: run_worker(name, args) for name in args.configs},
+    }
+    if device.type == "cuda":
+        results["gpu"] = torch.cuda.get_device_name(device)
+    if not args.skip_data:
+        results["loader"] = measure_loader(2 if args.quick else 3)
+        results["parse"] = measure_parse(args.quick)
+    results["load_average_after"] = list(os.getloadavg())
+    results["targets"] = check_targets(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=1))
+    print_table(results)
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+"""Transfer learning: start a model from a checkpoint trained on another data set.
+
+Configured by the ``transfer`` node (``configs/transfer/*.yaml``, selected with ``+transfer=<mode>``;
+see ``docs/transfer.md``) and applied by :func:`asgcn_lightning.apps.components.build_module`:
+
+* ``feature_extraction`` — every source weight except the classifier; the whole network but the new
+  ``head.fc`` is frozen and stays in inference mode (batch-norm statistics and dropout fixed);
+* ``finetune`` — the same weights; the modules named in ``transfer.freeze`` are frozen, the rest of
+  the backbone trains at ``backbone_lr_scale`` × the configured learning rate, the new head at it;
+* ``architecture_only`` — no weights: the configured network is checked tensor by tensor against the
+  source's, so the run is the from-scratch control of a transfer experiment.
+
+The classifier is always new (``num_class`` comes from the target data set). Joint layouts may
+differ: the only layout-dependent tensors of the network are the data batch norm (one entry per
+joint and channel) and the edge importance masks (joint × joint); they are mapped joint by joint
+(by name, by index or by an explicit table), and target joints without a source joint keep their
+initial values. Every other tensor must match the source's shape (``strict``), so a transfer never
+silently starts from a half-initialised backbone.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+from torch.optim import Optimizer
+
+from asgcn_lightning.errors import UserError
+from asgcn_lightning.models.layouts import Layout, make_layout
+
+log = logging.getLogger(__name__)
+
+TRANSFER_MODES = ("feature_extraction", "finetune", "architecture_only")
+TRANSFER_KEYS = {"mode", "checkpoint", "freeze", "backbone_lr_scale", "joint_map", "source_layout", "strict",
+                 "aim_pretrain_epochs"}
+CLASSIFIER_PREFIX = "head.fc."
+BACKBONE_GROUP = "backbone"
+
+
+# -- the source ---------------------------------------------------------------------------------------
+@dataclass
+class SourceCheckpoint:
+    """A trained checkpoint's network weights and, when its run folder has one, its composed config."""
+
+    path: Path
+    state: dict[str, torch.Tensor]
+    run_config: DictConfig | None
+
+    @classmethod
+    def load(cls, path: str | Path) -> SourceCheckpoint:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"transfer.checkpoint {path}: no such file")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            state = checkpoint["state_dict"]
+        except Exception as error:  # a torn or foreign file: say so in one line
+            raise UserError(f"transfer.checkpoint {path}: not a readable checkpoint "
+                            f"({type(error).__name__}: {error})") from None
+        network = {}
+        for key, value in state.items():
+            if key.startswith("network."):
+                # a compiled network's weights sit under _orig_mod; the modules are the same
+                network[key.removeprefix("network.").replace("_orig_mod.", "")] = value
+        if not network:
+            raise UserError(f"transfer.checkpoint {path}: no network weights (keys 'network.*') in its state_dict")
+        run_config = None
+        for folder in (path.parent.parent, path.parent):
+            candidate = folder / ".hydra" / "config.yaml"
+            if candidate.is_file():
+                run_config = OmegaConf.load(candidate)
+                break
+        return cls(path, network, run_config)
+
+    def layout(self, spec: Mapping[str, Any] | None) -> Layout | None:
+        """The source's joint layout: ``spec`` if given, else its run's ``dataset.layout``, else unknown."""
+        if spec is None and self.run_config is not None:
+            spec = OmegaConf.select(self.run_config, "dataset.layout")
+        if spec is None:
+            return None
+        return make_layout(**OmegaConf.to_container(spec, resolve=True)) if isinstance(spec, DictConfig) \
+            else make_layout(**spec)
+
+
+# -- joint mapping ------------------------------------------------------------------------------------
+def joint_mapping(source: Layout, target: Layout, spec: str | Mapping[Any, Any] | None = None) -> dict[int, int]:
+    """``{target joint: source joint}`` (0-based) for the layout-dependent tensors.
+
+    ``spec`` is ``None``/``"name"`` (joints with the same name; identity for the same layout),
+    ``"index"`` (joint ``j`` to joint ``j`` up to the smaller layout) or a table
+    ``{target joint: source joint}`` by name or 0-based index.
+    """
+    if spec is None or spec == "name":
+        mapping = {t: source.joints.index(name) for t, name in enumerate(target.joints) if name in source.joints}
+        if not mapping:
+            raise UserError(f"layouts {source.name!r} and {target.name!r} share no joint names; give "
+                            "transfer.joint_map as 'index' or a table {target joint: source joint}")
+        return mapping
+    if spec == "index":
+        return {j: j for j in range(min(source.num_joints, target.num_joints))}
+    if not isinstance(spec, Mapping):
+        raise UserError(f"transfer.joint_map {spec!r}: use 'name', 'index' or a table {{target joint: source joint}}")
+
+    def resolve(layout: Layout, joint: Any) -> int:
+        if isinstance(joint, int) or (isinstance(joint, str) and joint.isdigit()):
+            if not 0 <= int(joint) < layout.num_joints:
+                raise UserError(f"transfer.joint_map: joint {joint} is outside 0..{layout.num_joints - 1} "
+                                f"of layout {layout.name!r}")
+            return int(joint)
+        return layout.index(str(joint))
+
+    mapping = {resolve(target, t): resolve(source, s) for t, s in spec.items()}
+    if not mapping:
+        raise UserError("transfer.joint_map is empty")
+    return mapping
+
+
+def is_layout_dependent(key: str) -> bool:
+    """Tensors indexed by joint: the data batch norm (joint × channel) and the edge importances (joint × joint)."""
+    return key.startswith("data_bn.") or ".data_bn." in key or key.endswith("edge_importance")
+
+
+def map_joints(key: str, source: torch.Tensor, target: torch.Tensor, mapping: Mapping[int, int],
+               joints: tuple[int, int]) -> torch.Tensor | None:
+    """``target`` with its mapped joints' entries taken from ``source``; ``None`` when the shapes cannot map.
+
+    ``joints`` is (source, target) joint count; the data batch norm's features are joint-major (``v·C + c``).
+    """
+    if key.endswith("num_batches_tracked"):
+        return source.clone()
+    out = target.detach().clone()
+    rows, cols = torch.tensor(list(mapping)), torch.tensor(list(mapping.values()))
+    if key.endswith("edge_importance"):
+        if source.shape[0] != target.shape[0] or source.shape[1:] != (joints[0], joints[0]):
+            return None  # another number of S-link subsets
+        out[:, rows[:, None], rows[None, :]] = source[:, cols[:, None], cols[None, :]].to(out.dtype)
+        return out
+    if source.dim() != 1 or source.numel() % joints[0] or target.numel() % joints[1] \
+            or source.numel() // joints[0] != target.numel() // joints[1]:
+        return None  # another number of input channels
+    out.view(joints[1], -1)[rows] = source.view(joints[0], -1)[cols].to(out.dtype)
+    return out
+
+
+# -- weights ------------------------------------------------------------------------------------------
+@dataclass
+class TransferReport:
+    """What a transfer did, tensor by tensor: logged, and asserted on by the tests."""
+
+    loaded: list[str] = field(default_factory=list)
+    mapped: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    frozen: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{len(self.loaded)} tensors loaded", f"{len(self.mapped)} joint-mapped"]
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} kept at initialisation ({_head(sorted(self.skipped))})")
+        if self.frozen:
+            parts.append(f"frozen: {', '.join(self.frozen)}")
+        if self.unused:
+            parts.append(f"{len(self.unused)} source tensors unused ({_head(self.unused)})")
+        return "; ".join(parts)
+
+
+def _head(keys: list[str], count: int = 4) -> str:
+    return ", ".join(keys[:count]) + (f" (+{len(keys) - count} more)" if len(keys) > count else "")
+
+
+def compare_tensors(network: nn.Module, source: Mapping[str, torch.Tensor], mapping: Mapping[int, int] | None,
+                    joints: tuple[int, int]) -> tuple[dict[str, torch.Tensor], TransferReport]:
+    """The tensors to load into ``network`` (all but the classifier) and why any others cannot come over.
+
+    ``mapping`` is ``None`` when source and target share the layout (plain copies); ``joints`` is the
+    (source, target) joint count.
+    """
+    report = TransferReport()
+    values: dict[str, torch.Tensor] = {}
+    own = network.state_dict()
+    for key, target in own.items():
+        if key.startswith(CLASSIFIER_PREFIX):
+            report.skipped[key] = "new classifier"
+        elif key not in source:
+            report.skipped[key] = "not in the source"
+        elif mapping is not None and is_layout_dependent(key):
+            mapped = map_joints(key, source[key], target, mapping, joints)
+            if mapped is None:
+                report.skipped[key] = f"cannot map {tuple(source[key].shape)} onto {tuple(target.shape)}"
+            else:
+                values[key] = mapped
+                report.mapped.append(key)
+        elif source[key].shape != target.shape:
+            report.skipped[key] = f"shape {tuple(source[key].shape)} in the source, {tuple(target.shape)} here"
+        else:
+            values[key] = source[key]
+            report.loaded.append(key)
+    report.unused = sorted(k for k in source if k not in own and not k.startswith(CLASSIFIER_PREFIX))
+    return values, report
+
+
+# -- freezing and learning rates --------------------------------------------------------------------------
+def _train_in_eval_mode(module: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(module, False)
+
+
+def freeze(network: nn.Module, names: Iterable[str]) -> list[str]:
+    """Freeze the named submodules (``data_bn``, ``blocks.0``, ``aim`` ...) and keep them in inference mode.
+
+    A frozen module's ``train()`` is bound to inference mode, so the trainer switching the model to
+    training leaves its batch-norm statistics and dropout alone: frozen means the outputs do not move.
+    """
+    frozen = []
+    for name in names:
+        try:
+            module = network.get_submodule(str(name))
+        except AttributeError:
+            children = [n for n, _ in network.named_children()]
+            raise UserError(f"transfer.freeze: the network has no module {name!r}; its modules are {children} "
+                            "(index blocks as blocks.0, blocks.1, ...)") from None
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+        module.train = functools.partial(_train_in_eval_mode, module)
+        module.eval()
+        frozen.append(str(name))
+    return frozen
+
+
+class BackboneLearningRate:
+    """Optimizer factory wrapper: the backbone's parameters at ``scale`` × the learning rate, the classifier at it.
+
+    The groups are built when the module configures its optimisers, so the scheduler (created next)
+    takes each group's rate as its base. The backbone group is named ``backbone``.
+    """
+
+    def __init__(self, factory: Callable[..., Optimizer], network: nn.Module, scale: float) -> None:
+        self.factory, self.network, self.scale = factory, network, scale
+
+    def __call__(self, params: Iterable[nn.Parameter]) -> Optimizer:
+        classifier = {id(p) for p in self.network.head.fc.parameters()}
+        params = list(params)
+        groups = [{"params": [p for p in params if id(p) not in classifier], "name": BACKBONE_GROUP},
+                  {"params": [p for p in params if id(p) in classifier], "name": "classifier"}]
+        optimizer = self.factory([g for g in groups if g["params"]])
+        for group in optimizer.param_groups:
+            if group["name"] == BACKBONE_GROUP:
+                group["lr"] *= self.scale
+        return optimizer
+
+
+# -- the whole step ---------------------------------------------------------------------------------------
+@dataclass
+class Transfer:
+    """A validated ``transfer`` node and its source checkpoint; :meth:`apply` acts on a built module."""
+
+    mode: str
+    source: SourceCheckpoint
+    freeze: list[str]
+    backbone_lr_scale: float
+    joint_map: str | dict[Any, Any] | None
+    source_layout: dict[str, Any] | None
+    strict: bool
+
+    def apply(self, module: nn.Module, layout: Layout) -> TransferReport:
+        """Load, map, check and freeze the network of ``module`` (an ``ActionRecognitionModule``)."""
+        network = module.network
+        source_layout = self._source_layout(network, layout)
+        mapping = None
+        if source_layout is not None and (source_layout.joints != layout.joints or self.joint_map == "index"
+                                          or isinstance(self.joint_map, Mapping)):
+            mapping = joint_mapping(source_layout, layout, self.joint_map)
+            unmapped = [layout.joints[j] for j in range(layout.num_joints) if j not in mapping]
+            log.info("transfer: %d of %d target joints mapped from layout %s%s", len(mapping), layout.num_joints,
+                     source_layout.name, f" (kept at initialisation: {', '.join(unmapped)})" if unmapped else "")
+        joints = (source_layout.num_joints if source_layout else layout.num_joints, layout.num_joints)
+        values, report = compare_tensors(network, self.source.state, mapping, joints)
+        problems = {k: why for k, why in report.skipped.items() if why != "new classifier"}
+        if problems and self.strict:
+            raise UserError(
+                f"transfer from {self.source.path}: the configured network differs from the source's: "
+                + "; ".join(f"{k}: {why}" for k, why in list(problems.items())[:5])
+                + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+                + f"; use the source run's model config ({self._source_model_hint()}) or transfer.strict=false")
+        if self.mode == "architecture_only":
+            log.info("transfer (architecture_only) from %s: same architecture, fresh weights", self.source.path)
+            return report
+        network.load_state_dict(values, strict=False)
+        names = [n for n, _ in network.named_children() if n != "head"] if self.mode == "feature_extraction" \
+            else self.freeze
+        report.frozen = freeze(network, names)
+        if self.mode == "finetune" and self.backbone_lr_scale != 1.0:
+            module.optimizer_factory = BackboneLearningRate(module.optimizer_factory, network,
+                                                            self.backbone_lr_scale)
+        log.info("transfer (%s) from %s: %s", self.mode, self.source.path, report.summary())
+        return report
+
+    def _source_layout(self, network: nn.Module, layout: Layout) -> Layout | None:
+        """The source's layout; ``None`` (taken as the target's) when unknown but the joint counts agree."""
+        source_layout = self.source.layout(self.source_layout)
+        if source_layout is None and (isinstance(self.joint_map, Mapping)
+                                      or not _same_joint_count(network, self.source.state)):
+            raise UserError(f"transfer: cannot tell the joint layout of {self.source.path} (no run config beside "
+                            "it); set transfer.source_layout, e.g. {name: ntu25}")
+        return source_layout
+
+    def _source_model_hint(self) -> str:
+        if self.source.run_config is None:
+            return "no run config beside the checkpoint"
+        network = OmegaConf.to_container(OmegaConf.select(self.source.run_config, "model.network") or {})
+        keys = ("channels", "strides", "max_hop", "use_alinks", "prediction_head")
+        return ", ".join(f"{k}={network[k]}" for k in keys if k in network)
+
+
+def _same_joint_count(network: nn.Module, source: Mapping[str, torch.Tensor]) -> bool:
+    own = network.state_dict()
+    return all(source[k].shape == own[k].shape for k in own if is_layout_dependent(k) and k in source)
+
+
+def prepare_transfer(cfg: DictConfig) -> Transfer | None:
+    """Validate ``cfg.transfer`` and load its source; adjusts ``cfg.model.aim`` for transferred weights.
+
+    Returns ``None`` without a ``transfer`` node. The AIM of a transferred network is already trained:
+    its pretraining stage runs ``transfer.aim_pretrain_epochs`` epochs (0 by default), and a frozen
+    AIM gets no optimiser at all. Called before the module is built, so the logged config says so.
+    """
+    node = cfg.get("transfer")
+    if not node:
+        return None
+    unknown = set(node) - TRANSFER_KEYS
+    if unknown:
+        raise UserError(f"unknown transfer keys {sorted(unknown)}; use {sorted(TRANSFER_KEYS)}")
+    mode = node.get("mode")
+    if mode not in TRANSFER_MODES:
+        raise UserError(f"transfer.mode {mode!r}: choose one of {list(TRANSFER_MODES)}")
+    if not node.get("checkpoint"):
+        raise UserError("transfer.checkpoint: give the source checkpoint (a .ckpt of another run)")
+    scale = float(node.get("backbone_lr_scale") or 1.0)
+    if scale <= 0:
+        raise UserError(f"transfer.backbone_lr_scale must be positive, got {scale}")
+    container = OmegaConf.to_container(node, resolve=True)
+    transfer = Transfer(mode=mode, source=SourceCheckpoint.load(node.checkpoint),
+                        freeze=[str(n) for n in container.get("freeze") or []], backbone_lr_scale=scale,
+                        joint_map=container.get("joint_map"), source_layout=container.get("source_layout"),
+                        strict=bool(node.get("strict", True)))
+    aim = cfg.model.get("aim")
+    if mode != "architecture_only" and aim:
+        aim_frozen = mode == "feature_extraction" or any(n == "aim" for n in transfer.freeze)
+        with open_dict(cfg):
+            if node.get("aim_pretrain_epochs") is not None:
+                aim.pretrain_epochs = int(node.aim_pretrain_epochs)
+            if aim_frozen:
+                aim.pretrain_epochs, aim.optimizer, aim.scheduler = 0, None, None
+    return transfer
