@@ -2,14 +2,15 @@
 
 The network is exported in evaluation mode, so an AS-GCN infers its A-links deterministically
 (the most probable link type, no Gumbel sampling) and the exported model maps skeletons
-``(N, C, T, V, M)`` to logits ``(N, classes)`` exactly as :meth:`forward` does. ``N`` stays free;
-``T``, ``V`` and ``M`` are fixed to what the run's evaluation transforms produce (a fixed-length
-window), which is also what lets tracing follow the network's shape-dependent code paths.
+``(N, C, T, V, M)`` to logits ``(N, classes)`` exactly as :meth:`forward` does. ``T``, ``V`` and
+``M`` are fixed to what the run's evaluation transforms produce (a fixed-length window), which is
+also what lets tracing follow the network's shape-dependent code paths.
 
 ONNX goes through PyTorch's TorchScript-based exporter (fast, and it needs only the ``onnx``
-package); TorchScript is a trace. After writing, the exported model is run (onnxruntime for ONNX)
-on real samples of the run's data set, or random ones without it, and its logits compared with
-eager PyTorch: an export that does not match is an error, not a file.
+package) and keeps the batch size ``N`` free. TorchScript is a trace of the network's
+``torch.export`` graph and takes one sample per call (``N = 1``). After writing, the exported
+model is run (onnxruntime for ONNX) on real samples of the run's data set, or random ones without
+it, and its logits compared with eager PyTorch: an export that does not match is an error.
 """
 
 from __future__ import annotations
@@ -72,7 +73,11 @@ def export_model(recogniser: Recogniser, fmt: str, path: str | Path | None = Non
                               output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
         else:
-            torch.jit.save(torch.jit.trace(network, example, check_trace=False), str(partial))
+            # TorchScript cannot hold Python autograd Functions (the graph blocks use one); torch.export
+            # first turns the network into plain ATen operations, which the tracer then records with
+            # the sizes of one sample: the TorchScript model classifies one sample per call
+            program = torch.export.export(network, (example[:1],))
+            torch.jit.save(torch.jit.trace(program.module(), example[:1], check_trace=False), str(partial))
     partial.replace(path)
     return path
 
@@ -109,8 +114,9 @@ def exported_logits(path: str | Path, fmt: str, batch: torch.Tensor) -> np.ndarr
     if fmt == "onnx":
         session = onnx_runtime(path)
         return session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
+    model = torch.jit.load(str(path), map_location="cpu")
     with torch.no_grad():
-        return torch.jit.load(str(path), map_location="cpu")(batch).numpy()
+        return torch.cat([model(batch[i:i + 1]) for i in range(len(batch))]).numpy()
 
 
 def parity(recogniser: Recogniser, path: str | Path, fmt: str, batch: torch.Tensor) -> float:

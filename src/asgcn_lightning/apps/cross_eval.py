@@ -193,6 +193,7 @@ def cross_evaluate(cfg: DictConfig) -> dict[str, Any]:
     if stream and not OmegaConf.select(target_cfg, "dataset.stream"):
         OmegaConf.update(target_cfg, "dataset.stream", stream, force_add=True)  # the model's input stream
     target = build_datamodule(target_cfg)
+    samples = sample_set(target, cfg.get("target_samples", "test"))
     source_layout, target_layout = run.datamodule.layout, target.layout
     if source_layout.joints != target_layout.joints or run.datamodule.in_channels != target.in_channels:
         raise UserError(f"the model reads layout {source_layout.name} with {run.datamodule.in_channels} channels, "
@@ -200,8 +201,7 @@ def cross_evaluate(cfg: DictConfig) -> dict[str, Any]:
                         "target's layout with +transfer=finetune (docs/transfer.md) instead")
     mapping = label_mapping(run.datamodule.class_names, target.class_names, plain(cfg.get("label_map")),
                             plain(cfg.get("target_map")))
-    logits, labels = predict(run.module.network, sample_set(target, cfg.get("target_samples", "test")),
-                             int(cfg.get("batch_size", 64)))
+    logits, labels = predict(run.module.network, samples, int(cfg.get("batch_size", 64)))
     confusion, ignored = mapped_confusion(logits, labels, mapping)
     if confusion.sum() == 0:
         raise UserError("no target sample has a mapped label; check label_map/target_map")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,8 @@ class Timeline:
 def owned_spans(starts: Sequence[int], ends: Sequence[int], length: int) -> list[tuple[int, int]]:
     """The frames each window owns: from half-way to the previous window's centre to half-way to the next."""
     centres = [(s + e) / 2 for s, e in zip(starts, ends, strict=True)]
-    cuts = [0, *(round((a + b) / 2) for a, b in zip(centres, centres[1:], strict=False)), length]
-    return list(zip(cuts, cuts[1:], strict=False))
+    cuts = [0, *(round((a + b) / 2) for a, b in pairwise(centres)), length]
+    return list(pairwise(cuts))
 
 
 def merge_windows(starts: Sequence[int], ends: Sequence[int], probabilities: np.ndarray,

@@ -179,7 +179,9 @@ def oneshot(cfg: DictConfig) -> dict[str, Any]:
     eval_cfg = copy.deepcopy(run.cfg)
     with open_dict(eval_cfg):
         eval_cfg.dataset.classes = None
-    store_classes = build_datamodule(eval_cfg).class_names
+    whole = build_datamodule(eval_cfg)
+    whole.setup()
+    store_classes = whole.class_names
     if settings.protocol == "ntu120":
         if len(store_classes) != 120:
             raise UserError(f"oneshot.protocol=ntu120 needs the NTU RGB+D 120 store (120 classes); "

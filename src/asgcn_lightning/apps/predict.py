@@ -23,7 +23,7 @@ import hydra
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 from torch import nn
@@ -110,6 +110,25 @@ class Recogniser:
             logits = self.logits(batch)
             out.append(torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float32)), dim=-1).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.spec.num_class), np.float32)
+
+
+def compose_config(config_name: str = "predict", overrides: Sequence[str] = (),
+                   output_dir: str | Path | None = None) -> DictConfig:
+    """A config composed as the entry points compose theirs, for code outside a Hydra run (the pictures
+    command, notebooks): paths relative to the repository root, outputs in ``output_dir``.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    configs = Path(config_dir())
+    output = Path(output_dir) if output_dir else configs.parent / "logs" / config_name
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = compose(config_name, overrides=[f"paths.root_dir={configs.parent}", f"paths.output_dir={output}",
+                                              *overrides], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # for the ${hydra:...} values some keys interpolate
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def with_run_config(cfg: DictConfig) -> DictConfig:
@@ -296,17 +315,21 @@ def read_inputs(text: str, recogniser: Recogniser) -> list[SkeletonInput]:
                     f"a video ({', '.join(VIDEO_SUFFIXES)})")
 
 
+def find_sample(store: SkeletonStore, key: str) -> int:
+    """The index of ``store:<key>``: a sample index, or a sample name."""
+    if key.isdigit():
+        if not 0 <= int(key) < len(store):
+            raise UserError(f"store:{key}: {store.root} holds samples 0..{len(store) - 1}")
+        return int(key)
+    names = [str(n) for n in store.index["name"]]
+    if key not in names:
+        raise UserError(f"store:{key}: no sample with that index or name in {store.root}")
+    return names.index(key)
+
+
 def _store_input(key: str, recogniser: Recogniser) -> SkeletonInput:
     store = SkeletonStore(recogniser.cfg.dataset.store_dir)
-    names = [str(n) for n in store.index["name"]]
-    if key.isdigit():
-        index = int(key)
-        if not 0 <= index < len(store):
-            raise UserError(f"store:{key}: {store.root} holds samples 0..{len(store) - 1}")
-    elif key in names:
-        index = names.index(key)
-    else:
-        raise UserError(f"store:{key}: no sample with that index or name in {store.root}")
+    index = find_sample(store, key)
     require_layout(store.meta.layout, recogniser, store.root)
     record = store.record(index)
     label = store.meta.class_names[record.label]

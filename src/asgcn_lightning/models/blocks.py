@@ -10,6 +10,7 @@ are interchangeable with it and with :mod:`asgcn_lightning.models.reference_ops`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -37,13 +38,18 @@ def _mix(weight: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return F.conv2d(z[:, :, None], weight[..., None, None]).view(n, -1, t)
 
 
-def _mix_backward(grad: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
+def _mix_backward(grad: torch.Tensor, make_z: Callable[[], torch.Tensor], weight: torch.Tensor,
                   need_z: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """Gradients of :func:`_mix` with respect to ``z`` (if ``need_z``) and ``weight``."""
-    n, _, t = z.shape
+    """Gradients of :func:`_mix` with respect to ``z`` (if ``need_z``) and ``weight``.
+
+    ``z`` is made on demand and dropped before its gradient, of the same size, is made, so that
+    only one of the two ``K``-times-wide tensors exists at a time.
+    """
+    n, _, t = grad.shape
     if t >= MIN_BMM_FRAMES:
-        grad_z = torch.bmm(weight.t().expand(n, -1, -1), grad) if need_z else None
-        return grad_z, torch.addbmm(weight.new_zeros(weight.shape), grad, z.transpose(1, 2))
+        grad_weight = torch.addbmm(weight.new_zeros(weight.shape), grad, make_z().transpose(1, 2))
+        return (torch.bmm(weight.t().expand(n, -1, -1), grad) if need_z else None), grad_weight
+    z = make_z()
     grad_z, grad_weight, _ = torch.ops.aten.convolution_backward(
         grad[:, :, None], z[:, :, None], weight[..., None, None], None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1,
         (need_z, True, False))
@@ -79,9 +85,9 @@ class _AggregateMix(torch.autograd.Function):
         # under autocast the forward products ran in the autocast dtype, which is the gradient's
         dtype = grad.dtype
         series, rows_, weight_ = x.to(dtype).view(b, v, c * t), rows.to(dtype), weight.to(dtype)
-        z = torch.matmul(rows_, series).view(b * w, -1, t)
-        grad_z, grad_weight = _mix_backward(grad.reshape(b * w, -1, t), z, weight_, need_x or need_rows)
-        del z
+        grad_z, grad_weight = _mix_backward(grad.reshape(b * w, -1, t),
+                                            lambda: torch.matmul(rows_, series).view(b * w, -1, t), weight_,
+                                            need_x or need_rows)
         grad_x = grad_rows = grad_bias = None
         if grad_z is not None:
             grad_z = grad_z.view(b, rows.shape[1], c * t)
