@@ -311,9 +311,10 @@ class Transfer:
         return source_layout
 
     def _source_model_hint(self) -> str:
-        if self.source.run_config is None:
+        node = OmegaConf.select(self.source.run_config, "model.network") if self.source.run_config else None
+        if node is None:
             return "no run config beside the checkpoint"
-        network = OmegaConf.to_container(OmegaConf.select(self.source.run_config, "model.network") or {})
+        network = OmegaConf.to_container(node)
         keys = ("channels", "strides", "max_hop", "use_alinks", "prediction_head")
         return ", ".join(f"{k}={network[k]}" for k in keys if k in network)
 
@@ -341,7 +342,7 @@ def prepare_transfer(cfg: DictConfig) -> Transfer | None:
         raise UserError(f"transfer.mode {mode!r}: choose one of {list(TRANSFER_MODES)}")
     if not node.get("checkpoint"):
         raise UserError("transfer.checkpoint: give the source checkpoint (a .ckpt of another run)")
-    scale = float(node.get("backbone_lr_scale") or 1.0)
+    scale = 1.0 if node.get("backbone_lr_scale") is None else float(node.backbone_lr_scale)
     if scale <= 0:
         raise UserError(f"transfer.backbone_lr_scale must be positive, got {scale}")
     container = OmegaConf.to_container(node, resolve=True)
