@@ -10,12 +10,14 @@ are interchangeable with it and with :mod:`asgcn_lightning.models.reference_ops`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import threading
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 
 def as_images(x: torch.Tensor) -> torch.Tensor:
@@ -28,6 +30,32 @@ def as_images(x: torch.Tensor) -> torch.Tensor:
 # (a matrix-vector product at one frame); a 1×1 convolution, which reorders into its own blocked
 # layout, is then several times faster. Both compute the same sums.
 MIN_BMM_FRAMES = 16
+_buffers = threading.local()
+
+
+def _wide_buffer(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Reusable memory for the ``K``-times-wide intermediates of :class:`_AggregateMix`.
+
+    Each lives within one forward or backward call, so one buffer per thread and dtype serves
+    them all. A fresh CPU tensor of this size would cost about as much again in page faults (the
+    kernel zero-fills every page on first touch) as the product that fills it; CUDA's caching
+    allocator reuses memory by itself.
+    """
+    if like.device.type != "cpu":
+        return like.new_empty(shape)
+    buffers = _buffers.__dict__.setdefault("by_dtype", {})
+    buffer = buffers.get(like.dtype)
+    if buffer is None or buffer.numel() < math.prod(shape):
+        with torch.inference_mode(False):  # an inference tensor could not be written outside inference mode
+            buffer = buffers[like.dtype] = torch.empty(math.prod(shape), dtype=like.dtype)
+    return buffer[: math.prod(shape)].view(shape)
+
+
+def _aggregate(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``z[b·W + w, (k, c), t] = Σ_v rows[b, (w, k), v] x[b, v, c, t]``: one ``(W·K, V) @ (V, C·T)`` per sample."""
+    b, v, c, t = x.shape
+    z = _wide_buffer((b, rows.shape[1], c * t), x)
+    return torch.bmm(rows.expand(b, -1, -1), x.view(b, v, c * t), out=z)
 
 
 def _mix(weight: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -38,18 +66,13 @@ def _mix(weight: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return F.conv2d(z[:, :, None], weight[..., None, None]).view(n, -1, t)
 
 
-def _mix_backward(grad: torch.Tensor, make_z: Callable[[], torch.Tensor], weight: torch.Tensor,
+def _mix_backward(grad: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
                   need_z: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """Gradients of :func:`_mix` with respect to ``z`` (if ``need_z``) and ``weight``.
-
-    ``z`` is made on demand and dropped before its gradient, of the same size, is made, so that
-    only one of the two ``K``-times-wide tensors exists at a time.
-    """
-    n, _, t = grad.shape
+    """Gradients of :func:`_mix` with respect to ``z`` (if ``need_z``, written over ``z``) and ``weight``."""
+    n, _, t = z.shape
     if t >= MIN_BMM_FRAMES:
-        grad_weight = torch.addbmm(weight.new_zeros(weight.shape), grad, make_z().transpose(1, 2))
-        return (torch.bmm(weight.t().expand(n, -1, -1), grad) if need_z else None), grad_weight
-    z = make_z()
+        grad_weight = torch.addbmm(weight.new_zeros(weight.shape), grad, z.transpose(1, 2))
+        return (torch.bmm(weight.t().expand(n, -1, -1), grad, out=z) if need_z else None), grad_weight
     grad_z, grad_weight, _ = torch.ops.aten.convolution_backward(
         grad[:, :, None], z[:, :, None], weight[..., None, None], None, (1, 1), (0, 0), (1, 1), False, (0, 0), 1,
         (need_z, True, False))
@@ -64,37 +87,38 @@ class _AggregateMix(torch.autograd.Function):
     order the second needs. ``z`` has ``K`` (9 + 2 in the reference) times the channels of the
     input, so instead of keeping it for the backward pass, where it would dominate the training
     memory, the backward pass recomputes it: one aggregation, about a tenth of the block's FLOPs.
+    Under autocast both passes compute in the autocast dtype, as the built-in products would.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor) -> torch.Tensor:
-        b, v, c, t = x.shape
-        w = bias.shape[1]
         ctx.save_for_backward(x, rows, weight)
         ctx.bias_shape, ctx.bias_dtype = bias.shape, bias.dtype
-        z = torch.matmul(rows, x.view(b, v, c * t)).view(b * w, -1, t)
-        return _mix(weight, z).view(b, w, -1, t).add_(bias)
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        b, _, _, t = x.shape
+        z = _aggregate(x.to(dtype), rows.to(dtype)).view(b * bias.shape[1], -1, t)
+        return _mix(weight.to(dtype), z).view(b, bias.shape[1], -1, t).add_(bias)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, rows, weight = ctx.saved_tensors
         need_x, need_rows, need_weight, need_bias = ctx.needs_input_grad
         b, v, c, t = x.shape
-        w = grad.shape[1]
-        # under autocast the forward products ran in the autocast dtype, which is the gradient's
-        dtype = grad.dtype
-        series, rows_, weight_ = x.to(dtype).view(b, v, c * t), rows.to(dtype), weight.to(dtype)
-        grad_z, grad_weight = _mix_backward(grad.reshape(b * w, -1, t),
-                                            lambda: torch.matmul(rows_, series).view(b * w, -1, t), weight_,
-                                            need_x or need_rows)
+        dtype = grad.dtype  # the forward pass's compute dtype
+        series, rows_, weight_ = x.to(dtype), rows.to(dtype), weight.to(dtype)
+        z = _aggregate(series, rows_).view(b * grad.shape[1], -1, t)
+        grad_z, grad_weight = _mix_backward(grad.reshape(z.shape[0], -1, t), z, weight_, need_x or need_rows)
         grad_x = grad_rows = grad_bias = None
         if grad_z is not None:
             grad_z = grad_z.view(b, rows.shape[1], c * t)
             if need_x:
                 grad_x = torch.matmul(rows_.transpose(1, 2), grad_z).view(x.shape).to(x.dtype)
             if need_rows:
-                grad_rows = torch.matmul(grad_z, series.transpose(1, 2)).sum_to_size(rows.shape).to(rows.dtype)
+                grad_rows = torch.matmul(grad_z, series.view(b, v, c * t).transpose(1, 2))
+                grad_rows = grad_rows.sum_to_size(rows.shape).to(rows.dtype)
         if need_bias:
             grad_bias = grad.sum(3, keepdim=True).sum_to_size(ctx.bias_shape).to(ctx.bias_dtype)
         return grad_x, grad_rows, grad_weight.to(weight.dtype) if need_weight else None, grad_bias

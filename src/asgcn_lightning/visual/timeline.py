@@ -20,7 +20,7 @@ MAX_CURVES = 6  # more lines than this are unreadable; the classes that ever lea
 
 def class_colour(index: int) -> tuple[float, float, float, float]:
     """A stable colour per class index, the same in every picture of a run."""
-    return plt.get_cmap("tab20")(index % 20)
+    return plt.get_cmap("tab10")(index % 10)
 
 
 def timeline_figure(timeline: Timeline, title: str = "") -> Figure:
