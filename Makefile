@@ -23,7 +23,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check src tests train.py eval.py prepare.py
+	$(BIN)/ruff check src tests *.py
 
 bench: setup
 	$(BIN)/python -m asgcn_lightning.bench

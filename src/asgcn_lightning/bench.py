@@ -53,30 +53,37 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(run: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``run`` over ``repeats`` calls after ``warmup`` calls (CUDA events on a GPU)."""
+def median_seconds(run: Callable[[], object], device: torch.device, repeats: int,
+                   warmup: int = 1) -> tuple[float, float]:
+    """Median wall time and median process CPU time of ``run`` over ``repeats`` calls after ``warmup`` calls.
+
+    CUDA events time the GPU. On a CPU shared with other work the wall time grows with the load,
+    while the CPU time of a one-thread run stays close to what the work costs on an idle core.
+    """
     for _ in range(warmup):
         run()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
+        begin, begin_cpu = time.perf_counter(), time.process_time()
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             run()
             end.record()
             torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end) / 1000)
+            wall.append(start.elapsed_time(end) / 1000)
         else:
-            begin = time.perf_counter()
             run()
-            times.append(time.perf_counter() - begin)
-    return statistics.median(times)
+            wall.append(time.perf_counter() - begin)
+        cpu.append(time.process_time() - begin_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
-def matmul_flops(device: torch.device, size: int = 2048, repeats: int = 7) -> float:
-    """FLOP/s of an fp32 ``size × size`` matrix product: the machine's practical peak for dense work."""
+def matmul_flops(device: torch.device, size: int = 2048, repeats: int = 7) -> tuple[float, float]:
+    """FLOP/s (per second, per CPU-second) of an fp32 ``size × size`` matrix product: the practical peak."""
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    return 2 * size**3 / median_seconds(lambda: a @ b, device, repeats, warmup=2)
+    wall, cpu = median_seconds(lambda: a @ b, device, repeats, warmup=2)
+    return 2 * size**3 / wall, 2 * size**3 / cpu
 
 
 def resident_bytes() -> int:
@@ -180,7 +187,7 @@ def measure_model(name: str, repeats: int, device: torch.device, profile: bool) 
 
     result: dict[str, Any] = {"model": spec["model"], "frames": frames, "num_class": num_class, "batch": batch,
                               "num_person": num_person, "parameters": sum(p.numel() for p in network.parameters())}
-    result["matmul_gflops"] = matmul_flops(device) / 1e9
+    matmul, matmul_cpu = matmul_flops(device)
     gc.collect()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -190,7 +197,7 @@ def measure_model(name: str, repeats: int, device: torch.device, profile: bool) 
         baseline = resident_bytes()
     train_flops = count_flops(train_step)  # also the warm-up run
     synchronize(device)
-    seconds = median_seconds(train_step, device, repeats, warmup=0)
+    seconds, cpu_seconds = median_seconds(train_step, device, repeats, warmup=0)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) - baseline
     else:
@@ -198,10 +205,14 @@ def measure_model(name: str, repeats: int, device: torch.device, profile: bool) 
     result.update(train_s_per_sample=seconds / batch, train_gflop_per_sample=train_flops / batch / 1e9,
                   peak_memory_gb_per_sample=peak / batch / 1e9,
                   memory_kind="cuda max allocated" if device.type == "cuda" else "RSS high-water mark delta")
-    result["train_gflops"] = result["train_gflop_per_sample"] / result["train_s_per_sample"]
-    result["matmul_fraction"] = result["train_gflops"] / result["matmul_gflops"]
+    result.update(train_gflops=train_flops / seconds / 1e9, matmul_gflops=matmul / 1e9,
+                  matmul_fraction=train_flops / seconds / matmul)
+    if device.type == "cpu":
+        result.update(train_cpu_s_per_sample=cpu_seconds / batch, matmul_gflops_per_cpu_s=matmul_cpu / 1e9,
+                      train_gflops_per_cpu_s=train_flops / cpu_seconds / 1e9,
+                      matmul_fraction_cpu=train_flops / cpu_seconds / matmul_cpu)
     if device.type == "cuda":
-        result["train_bf16_s_per_sample"] = median_seconds(lambda: train_step(True), device, repeats) / batch
+        result["train_bf16_s_per_sample"] = median_seconds(lambda: train_step(True), device, repeats)[0] / batch
     if network.aim is not None:
         aim_optimizer = torch.optim.Adam(network.aim.parameters())
 
@@ -211,13 +222,13 @@ def measure_model(name: str, repeats: int, device: torch.device, profile: bool) 
             loss.backward()
             aim_optimizer.step()
 
-        result["aim_train_s_per_sample"] = median_seconds(aim_step, device, repeats) / batch
+        result["aim_train_s_per_sample"] = median_seconds(aim_step, device, repeats)[0] / batch
 
     network.eval()
     with torch.inference_mode():
         result["infer_gflop_per_sample"] = count_flops(lambda: network(x)) / batch / 1e9
         for size in (1, batch):
-            seconds = median_seconds(lambda part=x[:size]: network(part), device, repeats)
+            seconds = median_seconds(lambda part=x[:size]: network(part), device, repeats)[0]
             result[f"infer_b{size}_s_per_sample"] = seconds / size
     if profile:
         network.train()
@@ -320,7 +331,11 @@ def print_table(results: dict[str, Any]) -> None:
             ("infer GFLOP/sample", "infer_gflop_per_sample", "{:.1f}", None),
             ("train GFLOP/s", "train_gflops", "{:.1f}", None),
             ("matmul GFLOP/s (same process)", "matmul_gflops", "{:.1f}", None),
-            ("train FLOP/s / matmul", "matmul_fraction", "{:.0%}", None)]
+            ("train FLOP/s / matmul", "matmul_fraction", "{:.0%}", None),
+            ("train CPU-s/sample", "train_cpu_s_per_sample", "{:.3f}", None),
+            ("train GFLOP per CPU-s", "train_gflops_per_cpu_s", "{:.1f}", None),
+            ("matmul GFLOP per CPU-s", "matmul_gflops_per_cpu_s", "{:.1f}", None),
+            ("per CPU-s: train / matmul", "matmul_fraction_cpu", "{:.0%}", None)]
     if results["device"].startswith("cuda"):
         rows.insert(1, ("train bf16 s/sample", "train_bf16_s_per_sample", "{:.3f}", None))
     for label, key, fmt, reference in rows:
@@ -380,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "device": str(device), "threads": args.threads,
         "torch": torch.__version__, "cpu_count": os.cpu_count(), "quick": args.quick,
         "load_average": list(os.getloadavg()), "reference_figures": REFERENCE_FIGURES,
-        "machine_matmul_gflops": matmul_flops(device) / 1e9,
+        "machine_matmul_gflops": matmul_flops(device)[0] / 1e9,
         "models": {name: run_worker(name, args) for name in args.configs},
     }
     if device.type == "cuda":

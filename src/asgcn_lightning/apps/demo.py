@@ -28,7 +28,7 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from asgcn_lightning.apps.predict import (
@@ -303,7 +303,7 @@ def output_path(cfg: DictConfig, source: str, live: bool) -> Path | None:
 def run_demo(cfg: DictConfig, console: Console | None = None) -> DemoReport:
     """Run the demo described by ``cfg`` (see ``configs/demo.yaml``) and return what it measured."""
     console = console or Console()
-    if cfg.get("input") is None or str(cfg.input) in ("", "???"):
+    if OmegaConf.is_missing(cfg, "input") or cfg.input in (None, ""):
         raise UserError("give the video: input=<video file> | <camera index> | <stream URL>")
     window, every = int(cfg.window), int(cfg.every)
     if window < 2 or every < 1:

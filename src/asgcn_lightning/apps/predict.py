@@ -387,7 +387,7 @@ def print_prediction(result: dict[str, Any], console: Console) -> None:
 
 def predict(cfg: DictConfig) -> dict[str, Any]:
     """Classify (and optionally localise actions in) every sequence ``cfg.input`` names; writes JSON."""
-    if cfg.get("input") in (None, "", "???") or OmegaConf.is_missing(cfg, "input"):
+    if OmegaConf.is_missing(cfg, "input") or cfg.input in (None, ""):
         raise UserError("give what to classify: input=store:<index> | <file.skeleton> | <OpenPose folder> | <video>")
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
