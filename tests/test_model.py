@@ -111,7 +111,7 @@ def test_shapes_for_every_layout(layout: Layout, num_person: int) -> None:
     x = torch.randn(3, in_channels, 23, layout.num_joints, num_person)
     out = network.forward_train(x)
     assert out.logits.shape == (3, 7)
-    assert set(out.losses) == {"prediction"} and set(out.metrics) == {"mpjpe"}
+    assert set(out.losses) == {"prediction"} and set(out.metrics) == {"mpjpe", "mpjpe_repeat_last"}
     aim = network.aim_loss(x)
     assert set(aim.losses) == {"nll", "kl"} and set(aim.metrics) == {"aim_mse"}
     assert all(v.ndim == 0 and torch.isfinite(v) for v in [*out.losses.values(), *aim.losses.values()])
@@ -142,10 +142,10 @@ def test_evaluation_is_deterministic() -> None:
 
 def test_prediction_needs_frames_to_observe() -> None:
     network = ASGCN(5, NTU25, **TINY)
-    # 5 frames: observe one, predict four
-    assert network.forward_train(torch.randn(2, 3, 5, 25, 1)).logits.shape == (2, 5)
+    # 6 frames: observe two (the last pose and the last velocity), predict four
+    assert network.forward_train(torch.randn(2, 3, 6, 25, 1)).logits.shape == (2, 5)
     with pytest.raises(UserError, match="too short"):
-        network.forward_train(torch.randn(2, 3, 4, 25, 1))
+        network.forward_train(torch.randn(2, 3, 5, 25, 1))
 
 
 def test_prediction_error_leaves_out_absent_persons() -> None:

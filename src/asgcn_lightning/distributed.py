@@ -32,6 +32,7 @@ class _AllReduceSum(torch.autograd.Function):
 
 
 def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum over all processes (torch.distributed.nn's version is deprecated)."""
     return _AllReduceSum.apply(tensor)
 
 

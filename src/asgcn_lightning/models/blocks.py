@@ -167,6 +167,11 @@ class ASGraphConv(nn.Module):
         rows = links.permute(0, 3, 1, 2).reshape(n, w * k, v)
         weight = self.conv.weight.view(k, self.out_channels, -1).transpose(0, 1).reshape(self.out_channels, -1)
         bias = torch.einsum("kc,nkw->nwc", self.conv.bias.view(k, self.out_channels), links.sum(2))
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+            # exporters and compilers trace plain products: the same sums without the custom Function's buffers
+            b, _, c, t = x.shape
+            z = torch.matmul(rows, x.reshape(b, v, c * t)).view(b * w, k * c, t)
+            return torch.matmul(weight, z).view(b, w, self.out_channels, t) + bias[..., None]
         return _AggregateMix.apply(x, rows, weight, bias[..., None])
 
 
