@@ -220,7 +220,7 @@ def test_motion_decoder_matches_the_per_pair_einsums() -> None:
 def test_bench_checks_each_target(capsys: pytest.CaptureFixture[str]) -> None:
     model = {"model": "asgcn", "frames": 300, "train_s_per_sample": 2.0, "peak_memory_gb_per_sample": 0.5,
              "matmul_fraction": 0.75, "matmul_gflops": 100.0}
-    results = {"device": "cpu", "threads": 2, "load_average": [1.0, 1.0, 1.0],
+    results = {"device": "cpu", "threads": 2, "load_average": [1.0, 1.0, 1.0], "omp_wait_policy": "default",
                "models": {"reference": model, "default": {**model, "train_s_per_sample": 0.05}},
                "loader": {"samples_per_s": 300.0, "samples_per_s_0_workers": 500.0, "num_workers": 2, "batch": 16},
                "parse": {}}

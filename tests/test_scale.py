@@ -411,10 +411,6 @@ def test_bf16_mixed_and_thread_count_on_cpu(compose):
     assert compose(["trainer=gpu"]).trainer.precision == "16-mixed"  # fp16 autocast: GPUs only, composed here
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "ActionRecognitionModule.configure_model wraps the network in torch.compile, which compiles only "
-    "forward(): training/validation call forward_train()/aim_loss() and run eagerly, and the wrapper "
-    "renames every state_dict key to network._orig_mod.*"))
 def test_compile_switch_compiles_the_training_step_and_keeps_checkpoint_keys(compose):
     import torch._dynamo.utils
 

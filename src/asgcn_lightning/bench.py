@@ -284,7 +284,8 @@ def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
                "--threads", str(args.threads)]
     flags = ("quick", "profile", "default_allocator")
     command += [f"--{flag.replace('_', '-')}" for flag in flags if getattr(args, flag)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"} if args.omp_passive else None
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         return {"error": (done.stderr or done.stdout).strip()[-2000:]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -316,8 +317,8 @@ def print_table(results: dict[str, Any]) -> None:
     from rich.table import Table
 
     models = {name: r for name, r in results["models"].items() if "error" not in r}
-    table = Table(title=f"asgcn-lightning bench ({results['device']}, {results['threads']} threads, "
-                        f"load {results['load_average'][0]:.1f})")
+    table = Table(title=f"asgcn-lightning bench ({results['device']}, {results['threads']} threads, OpenMP wait "
+                        f"{results['omp_wait_policy']}, load {results['load_average'][0]:.1f})")
     table.add_column("metric")
     for name in models:
         table.add_column(f"{name}\n(model={models[name]['model']}, T={models[name]['frames']})", justify="right")
@@ -347,7 +348,8 @@ def print_table(results: dict[str, Any]) -> None:
     console.print(f"malloc: {kinds['allocator']}; memory: {kinds['memory_kind']}")
     if results["load_average"][0] > (results.get("cpu_count") or 1):
         console.print("[yellow]the machine was busy with other work (load above the core count): times are "
-                      "pessimistic, and OpenMP threads on oversubscribed cores much more so; try --threads 1[/]")
+                      "pessimistic, and spinning OpenMP threads much more so (try --omp-passive or --threads 1); "
+                      "the CPU-second figures of a one-thread run hold best[/]")
     for name, r in results["models"].items():
         if "error" in r:
             console.print(f"[red]{name} failed:[/] {r['error']}")
@@ -378,6 +380,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="add a torch.profiler table of one training step")
     parser.add_argument("--default-allocator", action="store_true",
                         help="measure the models with glibc's default malloc settings (see keep_freed_memory)")
+    parser.add_argument("--omp-passive", action="store_true",
+                        help="OpenMP threads sleep instead of spinning while they wait (OMP_WAIT_POLICY=PASSIVE): "
+                             "on cores shared with other work, 2 threads then run 2× faster, not 2× slower")
     parser.add_argument("--skip-data", action="store_true", help="models only: no loader or NTU parse figures")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--worker", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
@@ -394,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results: dict[str, Any] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "device": str(device), "threads": args.threads,
         "torch": torch.__version__, "cpu_count": os.cpu_count(), "quick": args.quick,
+        "omp_wait_policy": "PASSIVE" if args.omp_passive else os.environ.get("OMP_WAIT_POLICY", "default"),
         "load_average": list(os.getloadavg()), "reference_figures": REFERENCE_FIGURES,
         "machine_matmul_gflops": matmul_flops(device)[0] / 1e9,
         "models": {name: run_worker(name, args) for name in args.configs},

@@ -94,8 +94,12 @@ class ActionRecognitionModule(L.LightningModule):
         return self.network(x)
 
     def configure_model(self) -> None:
-        if self.compile and not isinstance(self.network, torch._dynamo.eval_frame.OptimizedModule):
-            self.network = torch.compile(self.network)  # type: ignore[assignment]
+        # compile the entry points the stages call, not a wrapper module: state_dict keys stay unchanged
+        if self.compile and not getattr(self, "_compiled", False):
+            for name in ("forward", "forward_train", "aim_loss"):
+                if hasattr(self.network, name):
+                    setattr(self.network, name, torch.compile(getattr(self.network, name)))
+            self._compiled = True
 
     # -- optimisation --------------------------------------------------------------------------------
     def _aim_parameters(self) -> list[nn.Parameter]:
