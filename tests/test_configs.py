@@ -5,10 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import CONFIG_DIR, REPO_ROOT
 from hydra.utils import get_class, get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
-
-from conftest import CONFIG_DIR, REPO_ROOT
 
 
 def _options(group: str) -> list[str]:
@@ -59,7 +58,7 @@ def test_dataset_split_combinations_resolve_or_fail_clearly(compose, dataset, sp
     if split in ("random",) or values.get(split):
         assert callable(instantiate(cfg.split))
     else:
-        with pytest.raises(Exception) as raised:  # noqa: PT011 - Hydra wraps it; the cause is what users see
+        with pytest.raises(Exception) as raised:
             instantiate(cfg.split)
         assert f"defines no {split} training values" in str(find_user_error(raised.value))
 
