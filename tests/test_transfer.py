@@ -81,7 +81,7 @@ def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 # -- transfer ------------------------------------------------------------------------------------------------
 def test_finetune_loads_the_source_freezes_named_modules_and_trains_the_rest_slower(compose, source_ckpt):
-    cfg = compose([*FAST, "dataset.classes=[1,2,3]", "+transfer=finetune", f"transfer.checkpoint={source_ckpt}",
+    cfg = compose([*FAST, "dataset.classes=[1,2,3]", "transfer=finetune", f"transfer.checkpoint={source_ckpt}",
                    "transfer.freeze=[data_bn,blocks.0]", "transfer.backbone_lr_scale=0.1"])
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
@@ -108,7 +108,7 @@ def test_finetune_loads_the_source_freezes_named_modules_and_trains_the_rest_slo
 
 
 def test_feature_extraction_trains_only_the_new_head(compose, source_ckpt):
-    cfg = compose([*FAST, "dataset.classes=[4,5]", "+transfer=feature_extraction",
+    cfg = compose([*FAST, "dataset.classes=[4,5]", "transfer=feature_extraction",
                    f"transfer.checkpoint={source_ckpt}"])
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
@@ -121,11 +121,11 @@ def test_feature_extraction_trains_only_the_new_head(compose, source_ckpt):
 
 
 def test_mismatched_architecture_is_refused_and_architecture_only_loads_nothing(compose, source_ckpt):
-    narrow = compose([*FAST, "model.network.channels=[8,8,16]", "+transfer=finetune",
+    narrow = compose([*FAST, "model.network.channels=[8,8,16]", "transfer=finetune",
                       f"transfer.checkpoint={source_ckpt}"])
     with pytest.raises(UserError, match=r"differs from the source's.*channels="):
         build_module(narrow, build_datamodule(narrow))
-    cfg = compose([*FAST, "+transfer=architecture_only", f"transfer.checkpoint={source_ckpt}"])
+    cfg = compose([*FAST, "transfer=architecture_only", f"transfer.checkpoint={source_ckpt}"])
     module = build_module(cfg, build_datamodule(cfg))
     source = torch.load(source_ckpt, weights_only=False)["state_dict"]
     assert not torch.equal(module.state_dict()["network.blocks.1.graph_conv.conv.weight"],

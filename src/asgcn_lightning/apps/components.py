@@ -36,7 +36,7 @@ def build_datamodule(cfg: DictConfig) -> SkeletonDataModule:
 
 def build_module(cfg: DictConfig, datamodule: SkeletonDataModule) -> ActionRecognitionModule:
     """The model, sized by the data: ``num_class``, joint layout, channels and persons come from it."""
-    transfer = prepare_transfer(cfg)  # -- transfer learning (docs/transfer.md): source checkpoint of +transfer=<mode>
+    transfer = prepare_transfer(cfg)  # -- transfer learning (docs/transfer.md): source checkpoint of transfer=<mode>
     # partial instantiation: live objects (the layout, the network) never pass through OmegaConf
     network = instantiate(cfg.model.network, _partial_=True)(
         num_class=datamodule.num_class, layout=datamodule.layout,

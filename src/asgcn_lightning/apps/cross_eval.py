@@ -198,7 +198,7 @@ def cross_evaluate(cfg: DictConfig) -> dict[str, Any]:
     if source_layout.joints != target_layout.joints or run.datamodule.in_channels != target.in_channels:
         raise UserError(f"the model reads layout {source_layout.name} with {run.datamodule.in_channels} channels, "
                         f"the target has {target_layout.name} with {target.in_channels}; adapt the model to the "
-                        "target's layout with +transfer=finetune (docs/transfer.md) instead")
+                        "target's layout with transfer=finetune (docs/transfer.md) instead")
     mapping = label_mapping(run.datamodule.class_names, target.class_names, plain(cfg.get("label_map")),
                             plain(cfg.get("target_map")))
     logits, labels = predict(run.module.network, samples, int(cfg.get("batch_size", 64)))

@@ -6,7 +6,7 @@ config says which stream it reads, so every member sees its own stream of the sa
 The fused score of a sample is ``Σ_i w_i · softmax(logits_i)`` (``fuse=softmax``: members trained
 separately have differently scaled logits, probabilities do not) or ``Σ_i w_i · logits_i``
 (``fuse=logits``, as 2s-AGCN / MS-G3D). ``weights`` default to equal; the four-stream weights of
-CTR-GCN / InfoGCN are ``[0.6, 0.6, 0.4, 0.4]`` for joint, bone, joint motion, bone motion (the motion
+CTR-GCN are ``[0.6, 0.6, 0.4, 0.4]`` for joint, bone, joint motion, bone motion (the motion
 streams are individually weaker). Writes ``ensemble.json`` into the run folder.
 """
 

@@ -1,6 +1,6 @@
 """Transfer learning: start a model from a checkpoint trained on another data set.
 
-Configured by the ``transfer`` node (``configs/transfer/*.yaml``, selected with ``+transfer=<mode>``;
+Configured by the ``transfer`` node (``configs/transfer/*.yaml``, selected with ``transfer=<mode>``;
 see ``docs/transfer.md``) and applied by :func:`asgcn_lightning.apps.components.build_module`:
 
 * ``feature_extraction`` — every source weight except the classifier; the whole network but the new
