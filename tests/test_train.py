@@ -11,7 +11,8 @@ from asgcn_lightning.apps.evaluate import load_weights
 from asgcn_lightning.apps.train import train
 from asgcn_lightning.errors import UserError
 
-FAST = ["model=tiny", "trainer=cpu", "dataset.num_workers=0", "dataset.batch_size=16",
+# one thread: two OpenMP threads on two busy cores slow small models down many times over
+FAST = ["model=tiny", "trainer=cpu", "dataset.num_workers=0", "dataset.batch_size=16", "torch_threads=1",
         "trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null"]
 
 
@@ -65,7 +66,8 @@ def test_mismatched_checkpoint_names_the_keys(compose, tmp_path):
         load_weights(module, tmp_path / "torn.ckpt")
 
 
-def test_wandb_offline_run_holds_the_logged_metrics(compose):
+def test_wandb_offline_run_holds_the_logged_metrics(compose, monkeypatch):
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "300")  # a loaded CI machine starts the W&B service slowly
     cfg = compose([*FAST, "logger=default", "trainer.max_epochs=1", "test_after_fit=false",
                    "++trainer.limit_train_batches=3"])
     train(cfg)

@@ -4,11 +4,12 @@
 
 Each model configuration is measured in a fresh subprocess, so its peak memory is its own: the
 resident set's high-water mark (reset through ``/proc/self/clear_refs``) minus the resident set
-before the first step, or CUDA's peak allocation on a GPU. Times are medians over several runs
-after a warm-up run; FLOPs come from :class:`torch.utils.flop_counter.FlopCounterMode` on the
-warm-up run, and are set against an fp32 matrix product timed in the same process just before, so
-the ratio holds on a machine shared with other work. The results go to
-``bench/results/<timestamp>.json`` and a table.
+before the first step, or CUDA's peak allocation on a GPU; next to it, the bytes autograd keeps
+for the backward pass, which no allocator slack inflates. Times are medians over several runs
+after a warm-up run, in wall and in process CPU seconds; FLOPs come from
+:class:`torch.utils.flop_counter.FlopCounterMode` on the warm-up run and are set against an fp32
+matrix product timed in the same process just before, so that the ratio holds on a machine
+shared with other work. Results go to ``bench/results/<timestamp>.json`` and a table.
 """
 
 from __future__ import annotations
@@ -118,15 +119,14 @@ def count_flops(run: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory for reuse instead of returning it to the kernel.
+def return_freed_memory() -> bool:
+    """Make glibc's malloc hand every block over 1 MiB back to the kernel when it is freed.
 
-    By default every allocation above a few MiB is a fresh ``mmap`` and every page of it is
-    faulted in and zero-filled by the kernel on first touch: in a training step, where each
-    activation and gradient is a new tensor, that costs as much as half the step on a CPU. With
-    ``mmap`` off and the trim threshold at its maximum, freed blocks are reused as they are. The
-    resident set stays at its peak between steps (the peak itself is unchanged). What jemalloc or
-    tcmalloc through ``LD_PRELOAD`` would do, without a dependency; a no-op off glibc.
+    By default glibc raises its ``mmap`` threshold to the size of each large block freed (up to
+    32 MiB), so activations of that size come from the heap afterwards and stay in the resident
+    set when freed: the high-water mark then counts heap slack, not only live tensors. With a
+    fixed threshold the resident set follows the live tensors, for some more page faults (the
+    kernel zero-fills the pages of every new block). A no-op off glibc.
     """
     if sys.platform != "linux":
         return False
@@ -134,8 +134,23 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    trim_threshold, mmap_max = -1, -4  # mallopt parameters, <malloc.h>
-    return bool(libc.mallopt(mmap_max, 0)) and bool(libc.mallopt(trim_threshold, 2**31 - 1))
+    mmap_threshold = -3  # mallopt parameter, <malloc.h>
+    return bool(libc.mallopt(mmap_threshold, 1 << 20))
+
+
+def saved_bytes(run: Callable[[], object], exclude: set[int]) -> int:
+    """Bytes of the distinct storages that autograd keeps for the backward pass of ``run``, except ``exclude``."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in exclude:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        run()
+    return sum(storages.values())
 
 
 def compose(overrides: Sequence[str], output_dir: Path) -> Any:
@@ -213,6 +228,12 @@ def measure_model(name: str, repeats: int, device: torch.device, profile: bool) 
                       matmul_fraction_cpu=train_flops / cpu_seconds / matmul_cpu)
     if device.type == "cuda":
         result["train_bf16_s_per_sample"] = median_seconds(lambda: train_step(True), device, repeats)[0] / batch
+    def forward_loss() -> None:
+        out = network.forward_train(x)
+        F.cross_entropy(out.logits, y) + sum(out.losses.values())
+
+    parameters = {p.untyped_storage().data_ptr() for p in network.parameters()}
+    result["saved_gb_per_sample"] = saved_bytes(forward_loss, parameters) / batch / 1e9
     if network.aim is not None:
         aim_optimizer = torch.optim.Adam(network.aim.parameters())
 
@@ -282,7 +303,7 @@ def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """:func:`measure_model` in a fresh interpreter, for a peak memory of that configuration alone."""
     command = [sys.executable, "-m", "asgcn_lightning.bench", "--worker", name, "--device", args.device,
                "--threads", str(args.threads)]
-    flags = ("quick", "profile", "default_allocator")
+    flags = ("quick", "profile", "return_freed_memory")
     command += [f"--{flag.replace('_', '-')}" for flag in flags if getattr(args, flag)]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"} if args.omp_passive else None
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
@@ -328,6 +349,7 @@ def print_table(results: dict[str, Any]) -> None:
             ("infer s/sample, batch 1", "infer_b1_s_per_sample", "{:.3f}", REFERENCE_FIGURES["infer_s_per_sample"]),
             ("infer s/sample, batch 8", "infer_b8_s_per_sample", "{:.3f}", None),
             ("peak memory GB/sample", "peak_memory_gb_per_sample", "{:.3f}", REFERENCE_FIGURES["rss_gb_per_sample"]),
+            ("saved for backward GB/sample", "saved_gb_per_sample", "{:.3f}", None),
             ("train GFLOP/sample", "train_gflop_per_sample", "{:.1f}", REFERENCE_FIGURES["train_gflop_per_sample"]),
             ("infer GFLOP/sample", "infer_gflop_per_sample", "{:.1f}", None),
             ("train GFLOP/s", "train_gflops", "{:.1f}", None),
@@ -344,8 +366,8 @@ def print_table(results: dict[str, Any]) -> None:
         table.add_row(label, *cells, "–" if reference is None else str(reference))
     console = Console()
     console.print(table)
-    kinds = {key: ", ".join(sorted({str(r.get(key)) for r in models.values()})) for key in ("allocator", "memory_kind")}
-    console.print(f"malloc: {kinds['allocator']}; memory: {kinds['memory_kind']}")
+    kinds = {key: ", ".join(sorted({str(r.get(key)) for r in models.values()})) for key in ("malloc", "memory_kind")}
+    console.print(f"peak memory: {kinds['memory_kind']} (malloc: {kinds['malloc']})")
     if results["load_average"][0] > (results.get("cpu_count") or 1):
         console.print("[yellow]the machine was busy with other work (load above the core count): times are "
                       "pessimistic, and spinning OpenMP threads much more so (try --omp-passive or --threads 1); "
@@ -378,8 +400,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--profile", action="store_true", help="add a torch.profiler table of one training step")
-    parser.add_argument("--default-allocator", action="store_true",
-                        help="measure the models with glibc's default malloc settings (see keep_freed_memory)")
+    parser.add_argument("--return-freed-memory", action="store_true",
+                        help="glibc malloc returns freed blocks over 1 MiB to the kernel (see return_freed_memory)")
     parser.add_argument("--omp-passive", action="store_true",
                         help="OpenMP threads sleep instead of spinning while they wait (OMP_WAIT_POLICY=PASSIVE): "
                              "on cores shared with other work, 2 threads then run 2× faster, not 2× slower")
@@ -391,9 +413,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     repeats = 3 if args.quick else 5
     device = torch.device(args.device)
     if args.worker:
-        kept = not args.default_allocator and keep_freed_memory()
+        returned = args.return_freed_memory and return_freed_memory()
         result = measure_model(args.worker, repeats, device, args.profile)
-        print(json.dumps({**result, "allocator": "freed memory kept" if kept else "default"}))
+        print(json.dumps({**result, "malloc": "mmap threshold 1 MiB" if returned else "default"}))
         return
 
     results: dict[str, Any] = {
