@@ -52,7 +52,11 @@ def _wide_buffer(shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
 
 
 def _aggregate(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``z[b·W + w, (k, c), t] = Σ_v rows[b, (w, k), v] x[b, v, c, t]``: one ``(W·K, V) @ (V, C·T)`` per sample."""
+    """``z[b, (w, k), (c, t)] = Σ_v rows[b, (w, k), v] x[b, v, c, t]``, one ``(W·K, V) @ (V, C·T)`` per sample.
+
+    Seen as ``(B·W, K·C, T)``, ``z`` holds for each receiving joint the ``(k, c)`` rows that the
+    channel mixing multiplies.
+    """
     b, v, c, t = x.shape
     z = _wide_buffer((b, rows.shape[1], c * t), x)
     return torch.bmm(rows.expand(b, -1, -1), x.view(b, v, c * t), out=z)
