@@ -135,9 +135,9 @@ class ASGraphConv(nn.Module):
     SGC aggregates with the fixed subsets times a learnable edge importance mask, AGC with each
     sample's own normalised A-links. Aggregating first and mixing channels second (``W_k (x A_k)``
     instead of the reference's ``(W_k x) A_k``, the same sum) makes the intermediate ``K + K_a``
-    times the *input* channels, not the output ones: fewer FLOPs wherever a block widens (20× fewer
-    for the 3-channel input block), and all subsets and link types go through two matrix products
-    with no Python loop and no copy. The convolution bias, aggregated by the links too, is added
+    times the *input* channels, not the output ones: fewer FLOPs wherever a block widens (6.7×
+    fewer for the 3-channel input block), and all subsets and link types go through two matrix
+    products with no Python loop and no copy. The convolution bias, aggregated by the links too, is added
     per receiving joint. With ``num_alink_types=0`` the block is ST-GCN's graph convolution.
 
     ``conv`` holds the weights in the reference's layout (``out · (K + K_a)`` output channels,
