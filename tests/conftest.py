@@ -48,3 +48,15 @@ def compose(tmp_path: Path, data_dir: Path):
     def _compose(overrides: list[str] = (), config_name: str = "train"):
         return compose_config(config_name, list(overrides), tmp_path / "run", data_dir)
     return _compose
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors gain nothing from a second thread, and OpenMP spin-waits badly on shared cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +30,7 @@ CUSTOM8 = make_layout(
 LAYOUTS = [*BUILTIN_LAYOUTS.values(), CUSTOM8]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors gain nothing from a second thread, and OpenMP spin-waits badly on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # from conftest.py
 
 
 def synthetic_batch(first: int, size: int, frames: int = 24,

@@ -9,7 +9,7 @@ autocast works. No timings here: figures belong in ``python -m asgcn_lightning.b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -29,13 +29,7 @@ TINY = {"channels": (8, 16), "strides": (1, 2), "max_hop": 2, "dropout": 0.0, "a
 TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # from conftest.py
 
 
 def joint_major(x: torch.Tensor) -> torch.Tensor:
