@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import wandb
 from asgcn_lightning.apps.components import build_datamodule, build_module
 from asgcn_lightning.apps.evaluate import load_weights
 from asgcn_lightning.apps.train import train
@@ -66,8 +67,11 @@ def test_mismatched_checkpoint_names_the_keys(compose, tmp_path):
         load_weights(module, tmp_path / "torn.ckpt")
 
 
-def test_wandb_offline_run_holds_the_logged_metrics(compose, monkeypatch):
+def test_wandb_offline_run_holds_the_logged_metrics(compose, monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_INIT_TIMEOUT", "300")  # a loaded CI machine starts the W&B service slowly
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    # W&B already used in this process without WANDB_MODE (as after a picture command) must not force a login
+    wandb.init(mode="offline", dir=tmp_path, project="earlier").finish()
     cfg = compose([*FAST, "logger=default", "trainer.max_epochs=1", "test_after_fit=false",
                    "++trainer.limit_train_batches=3"])
     train(cfg)
