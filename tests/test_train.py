@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 import wandb
+
 from asgcn_lightning.apps.components import build_datamodule, build_module
 from asgcn_lightning.apps.evaluate import load_weights
 from asgcn_lightning.apps.train import train
