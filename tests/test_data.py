@@ -1,5 +1,6 @@
 """Prepared store, synthetic generator, transforms, splits and the data module."""
 
+import functools
 import json
 
 import numpy as np
@@ -184,3 +185,29 @@ def test_store_meta_is_plain_json(tmp_path):
     store = prepare_synthetic(tmp_path / "syn", num_subjects=2)
     meta = json.loads((store.root / "meta.json").read_text())
     assert meta["layout"] == "ntu25" and len(meta["class_names"]) == 10
+
+
+def test_store_prepared_with_other_settings_is_rebuilt_or_refused(tmp_path):
+    """A store is named by its data set, not its settings: changed settings must not reuse it silently."""
+    split = MetadataSplit("xsub", "subject", [1])
+    store_dir = tmp_path / "syn"
+    two_subjects = functools.partial(prepare_synthetic, num_subjects=2, num_cameras=1, num_setups=1)
+    module = SkeletonDataModule(store_dir, split, prepare=two_subjects, auto_prepare=True)
+    module.prepare_data()
+    recorded = json.loads((store_dir / "prepared_with.json").read_text())
+    assert recorded["preparer"].endswith("prepare_synthetic") and recorded["arguments"]["num_subjects"] == 2
+    created = SkeletonStore(store_dir).meta.created
+    module.prepare_data()  # same settings: the store is used as it is
+    assert SkeletonStore(store_dir).meta.created == created and len(SkeletonStore(store_dir)) == 20
+
+    three_subjects = functools.partial(prepare_synthetic, num_subjects=3, num_cameras=1, num_setups=1)
+    SkeletonDataModule(store_dir, split, prepare=three_subjects, auto_prepare=True).prepare_data()
+    assert len(SkeletonStore(store_dir)) == 30, "an automatic store is rebuilt for the new settings"
+
+    refused = SkeletonDataModule(store_dir, split, prepare=two_subjects, dataset_name="syn",
+                                 prepare_command="python -m asgcn_lightning.prepare dataset=syn")
+    with pytest.raises(UserError, match=r"prepared with other settings: num_subjects=3 \(now 2\).*"
+                                        r"`python -m asgcn_lightning.prepare dataset=syn`"):
+        refused.prepare_data()
+    (store_dir / "prepared_with.json").unlink()
+    refused.prepare_data()  # unknown provenance (hand-made or older store): used as it is

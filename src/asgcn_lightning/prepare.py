@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from asgcn_lightning.config import config_dir
+from asgcn_lightning.data.provenance import prepare_store
 from asgcn_lightning.data.store import SkeletonStore, print_prepare_summary
 from asgcn_lightning.errors import UserError, exit_on_user_error
 
@@ -21,7 +22,7 @@ def prepare(cfg: DictConfig) -> SkeletonStore:
     if cfg.dataset.get("prepare") is None:
         raise UserError(f"data set {cfg.dataset.name!r} has no prepare step")
     store_dir = Path(cfg.dataset.store_dir)
-    instantiate(cfg.dataset.prepare)(store_dir=store_dir)
+    prepare_store(instantiate(cfg.dataset.prepare), store_dir)
     store = SkeletonStore(store_dir)
     print_prepare_summary(store)
     return store

@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from asgcn_lightning.data.datamodule import SkeletonDataModule
@@ -64,6 +65,8 @@ def close_loggers(trainer: L.Trainer) -> None:
 
 def build_trainer(cfg: DictConfig, loggers: list[Any] | None = None) -> L.Trainer:
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
+    if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress-bar callback then
+        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     callbacks.append(RandomStateCheckpoint())  # not optional: without it no resume is exact
     return instantiate(cfg.trainer, logger=loggers if loggers is not None else False, callbacks=callbacks)
 

@@ -12,6 +12,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader, Dataset
 
+from asgcn_lightning.data.provenance import preparation_differences, prepare_store
 from asgcn_lightning.data.store import META_FILE, SkeletonStore
 from asgcn_lightning.data.transforms import Compose
 from asgcn_lightning.errors import UserError
@@ -93,7 +94,7 @@ class SkeletonDataModule(L.LightningDataModule):
 
     # -- preparation --------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        if (self.store_dir / META_FILE).is_file():
+        if (self.store_dir / META_FILE).is_file() and not self._stale():
             return
         if not (self.auto_prepare and self._prepare is not None):
             raise UserError(f"no prepared {self.dataset_name} data at {self.store_dir}; prepare it first with "
@@ -101,8 +102,17 @@ class SkeletonDataModule(L.LightningDataModule):
         self.store_dir.parent.mkdir(parents=True, exist_ok=True)
         # several processes (DDP ranks, sweep jobs) may start at once: one generates, the rest wait
         with FileLock(str(self.store_dir) + ".lock"):
-            if not (self.store_dir / META_FILE).is_file():
-                self._prepare(store_dir=self.store_dir)
+            if not (self.store_dir / META_FILE).is_file() or self._stale():
+                prepare_store(self._prepare, self.store_dir)
+
+    def _stale(self) -> bool:
+        """Whether the store was prepared with other settings: rebuilt when automatic, else an error."""
+        differences = preparation_differences(self.store_dir, self._prepare) if self._prepare else []
+        if differences and not self.auto_prepare:
+            raise UserError(f"{self.store_dir} was prepared with other settings: {'; '.join(differences)}. "
+                            f"Prepare it again with `{self.prepare_command}` (and those settings), or set "
+                            "dataset.store_dir to another folder")
+        return bool(differences)
 
     def _open(self) -> SkeletonStore:
         if self.store is None:
