@@ -16,8 +16,9 @@ from __future__ import annotations
 import csv
 import math
 import re
+import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from asgcn_lightning.data.tracking import (
     track_people,
 )
 from asgcn_lightning.errors import DataFormatError, UserError
-from asgcn_lightning.models.layouts import make_layout
+from asgcn_lightning.models.layouts import MADS15, MADS19, Layout, make_layout
 
 TRAIN_SETUP, TEST_SETUP = 1, 2
 
@@ -66,6 +67,13 @@ MADS_LEVELS = ("category", "action")
 MADS_SOURCES = ("openpose", "gt3d", "video")
 _MADS_CAMERA = re.compile(r"^(?:cam|c)(\d+)$", re.IGNORECASE)
 _MADS_PERFORMER = re.compile(r"^P(\d+)(?:_|$)", re.IGNORECASE)
+MADS_LAYOUTS = ("tree", "release")
+# data folder of the official release → the archive it comes in (MADS_multiview.zip, MADS_depth.zip)
+MADS_RELEASE_FOLDERS = {"multi_view_data": "MADS_multiview", "depth_data": "MADS_depth"}
+MADS_GT_VARIABLE = "GTpose2"
+MADS_GT_LAYOUTS = {layout.num_joints: layout for layout in (MADS15, MADS19)}
+_MADS_RELEASE_VIDEO = re.compile(r"^(?P<sequence>.+)_C(?P<camera>\d+)$", re.IGNORECASE)
+_MADS_RELEASE_PART = re.compile(r"^(?P<sequence>.+)_(?:C\d+|Left|Right|GT)$", re.IGNORECASE)
 
 
 def _progress(items: Sequence[Any], description: str) -> Iterable[Any]:
@@ -460,11 +468,31 @@ def prepare_mads(
     num_person: int = 1,
     image_size: Sequence[float] | None = None,
     gt_layout: dict[str, Any] | None = None,
+    layout: str = "tree",
 ) -> Path:
     """MADS (Martial Arts, Dancing and Sports) recordings → windowed samples.
 
-    MADS cannot be downloaded automatically; run OpenPose on its videos (or convert its mocap
-    ground truth) into this tree::
+    MADS cannot be downloaded automatically. ``layout='release'`` reads the official archives as
+    unzipped (``root`` is the folder holding them, or ``multi_view_data``/``depth_data`` itself)::
+
+        MADS_multiview/MADS/multi_view_data/<Category>/<Category>_<seq>_C<k>.avi    (cameras k = 0, 1, 2)
+        MADS_multiview/MADS/multi_view_data/<Category>/<Category>_<seq>_GT.mat      (15 joints)
+        MADS_depth/MADS/depth_data/<Category>/<Category>_<seq>_{Left,Right}.avi, _GT.mat   (19 joints)
+
+    with ``source='openpose'`` reading what ``openpose --video <X>.avi --write_json <X>/`` writes
+    next to each video::
+
+        multi_view_data/<Category>/<Category>_<seq>_C<k>/<Category>_<seq>_C<k>_<frame:012d>_keypoints.json
+
+    ``'video'`` pose-estimating the camera videos with BlazePose first, and ``'gt3d'`` reading the
+    ``GTpose2`` motion capture of ``*_GT.mat`` (multi-view if it has any, else depth): millimetres
+    → metres, lost joints → 0, layout ``mads15`` or ``mads19`` by joint count unless ``gt_layout``
+    says otherwise; an unreadable or v7.3 file is recorded as skipped. Camera ``C<k>`` is stored as
+    ``camera = k + 1`` (-1 for the ground truth); the one performer of each category as ``subject``
+    = the category's 1-based position. ``level='action'`` labels by ``<Category>/<seq>``, each
+    sequence being one recorded routine.
+
+    ``layout='tree'`` reads OpenPose output (or mocap ground truth) arranged by hand as::
 
         root/<Category>/<Action>/cam<k>/P<p>[_<take>]_<frame:012d>_keypoints.json   (source='openpose')
         root/<Category>/<Action>/gt3d/P<p>[_<take>].npy                            (source='gt3d')
@@ -483,14 +511,17 @@ def prepare_mads(
     ``Category/Action`` (30). Each recording is cut into ``window``-frame samples every
     ``stride`` frames; OpenPose detections are tracked and the ``num_person`` main people kept.
     """
-    if level not in MADS_LEVELS or source not in MADS_SOURCES:
-        raise UserError(f"prepare_mads: level must be one of {MADS_LEVELS} and source one of {MADS_SOURCES}, "
-                        f"got {level!r} and {source!r}")
+    if level not in MADS_LEVELS or source not in MADS_SOURCES or layout not in MADS_LAYOUTS:
+        raise UserError(f"prepare_mads: level must be one of {MADS_LEVELS}, source one of {MADS_SOURCES} and "
+                        f"layout one of {MADS_LAYOUTS}, got {level!r}, {source!r} and {layout!r}")
     if root is None:
         raise UserError("prepare_mads needs the MADS folder (dataset.root=...)")
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: no such MADS folder")
+    if layout == "release":
+        return _prepare_mads_release(store_dir, root, level=level, window=window, stride=stride, source=source,
+                                     num_person=num_person, image_size=image_size, gt_layout=gt_layout)
     if source == "video":  # imported here: video_poses builds on this module
         from asgcn_lightning.data.video_poses import openpose_tree_from_videos
 
@@ -521,6 +552,23 @@ def prepare_mads(
                 videos.append(_Video(files, record))
     if not videos:
         raise UserError(f"{root}: no OpenPose output in <Category>/<Action>/cam<k>/P<p>_*_keypoints.json")
+    return _write_mads_openpose(store_dir, root, names, videos, stray, num_person=num_person, window=window,
+                                stride=stride, image_size=image_size)
+
+
+def _write_mads_openpose(
+    store_dir: str | Path,
+    root: Path,
+    names: list[str],
+    videos: list[_Video],
+    stray: list[tuple[Path, str]],
+    *,
+    num_person: int,
+    window: int | None,
+    stride: int | None,
+    image_size: Sequence[float] | None,
+) -> Path:
+    """The store of MADS OpenPose videos, whichever folder layout they were found in."""
     layout = _detect_layout(videos)
     with StoreWriter(store_dir, dataset="mads", layout=layout, num_person=num_person,
                      num_joints=JOINTS_BY_LAYOUT[layout], channels=3, class_names=names,
@@ -530,6 +578,20 @@ def prepare_mads(
         _write_openpose_videos(writer, videos, window=window, stride=stride,
                                image_size=None if image_size is None else (image_size[0], image_size[1]))
         return writer.commit()
+
+
+def _write_gt_windows(
+    writer: StoreWriter, record: SampleRecord, sequence: np.ndarray, source: Path, *,
+    window: int | None, stride: int | None,
+) -> None:
+    """Cut one mocap sequence ``(T, 1, V, 3)`` into windows; windows without any captured joint are skipped."""
+    for start in window_starts(len(sequence), window, stride):
+        sample = sequence[start:start + (window or len(sequence))]
+        if not sample.any():
+            writer.skip(f"{source}[{start}:{start + len(sample)}]", "no captured joints in this window")
+            continue
+        name = record.name if window is None or len(sequence) <= window else f"{record.name}@{start:06d}"
+        writer.add(replace(record, name=name), sample)
 
 
 def _prepare_mads_gt3d(
@@ -569,14 +631,228 @@ def _prepare_mads_gt3d(
                 continue
             sequence = np.nan_to_num(joints.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)[:, None]
             label = names.index(category if level == "category" else f"{category}/{action.name}")
-            name = f"{category}/{action.name}/gt3d/{path.stem}"
-            for start in window_starts(len(sequence), window, stride):
-                sample = sequence[start:start + (window or len(sequence))]
-                if not sample.any():
-                    writer.skip(f"{path}[{start}:{start + len(sample)}]", "no captured joints in this window")
-                    continue
-                record_name = name if window is None or len(sequence) <= window else f"{name}@{start:06d}"
-                writer.add(SampleRecord(name=record_name, label=label, subject=int(performer[1])), sample)
+            record = SampleRecord(name=f"{category}/{action.name}/gt3d/{path.stem}", label=label,
+                                  subject=int(performer[1]))
+            _write_gt_windows(writer, record, sequence, path, window=window, stride=stride)
+        return writer.commit()
+
+
+# -- MADS, as released ------------------------------------------------------------------------------
+def _mads_release_folder(root: Path, source: str) -> Path:
+    """The data folder of the release that ``source`` reads, below ``root`` or ``root`` itself.
+
+    OpenPose output and videos come from ``multi_view_data``; the ground truth from whichever of
+    ``multi_view_data`` and ``depth_data`` (in this order) holds ``*_GT.mat`` files.
+    """
+    wanted = ("multi_view_data",) if source in ("openpose", "video") else tuple(MADS_RELEASE_FOLDERS)
+    looked: list[Path] = []
+    for name in wanted:
+        archive = MADS_RELEASE_FOLDERS[name]
+        candidates = [root] if root.name == name else [root / archive / "MADS" / name, root / archive / name,
+                                                       root / "MADS" / name, root / name]
+        looked += candidates
+        for folder in candidates:
+            if folder.is_dir() and (source != "gt3d" or any(_is_mads_gt(p) for p in folder.rglob("*.mat"))):
+                return folder
+    what = "the multi-view videos or their OpenPose output" if source != "gt3d" else "*_GT.mat ground truth"
+    raise UserError(f"{root}: no MADS release folder with {what} (source={source}); looked for "
+                    f"{', '.join(str(p) for p in looked)}. Point dataset.root at the unzipped release "
+                    "(holding MADS_multiview/ or MADS_depth/), or use prepare.layout=tree")
+
+
+def _is_mads_gt(path: Path) -> bool:
+    return path.suffix.lower() == ".mat" and path.stem.lower().endswith("_gt")
+
+
+def _mads_sequence(category: str, stem: str) -> str | None:
+    """The routine a release file belongs to (``<Category>_<seq>_<part>`` → ``<seq>``); None if unnamed."""
+    match = _MADS_RELEASE_PART.match(stem)
+    if match is None:
+        return None
+    sequence, prefix = match["sequence"], f"{category}_"
+    if sequence.lower().startswith(prefix.lower()) and len(sequence) > len(prefix):
+        return sequence[len(prefix):]
+    return sequence  # a file not named after its folder keeps its whole name
+
+
+def _mads_release_classes(categories: Sequence[Path], level: str, seen: Iterable[tuple[str, str]]) -> list[str]:
+    """Category names, or every ``<Category>/<seq>`` that a video, JSON folder or GT file names.
+
+    Sequences come from all the files of the release, not only those being prepared, so stores of
+    the same release made from different sources share their action classes.
+    """
+    from asgcn_lightning.data.video import VIDEO_SUFFIXES  # imported here: video builds on this module
+
+    if level == "category":
+        return [c.name for c in categories]
+    pairs = set(seen)
+    for category in categories:
+        for entry in (p for p in category.iterdir() if not p.name.startswith(".")):
+            is_part = entry.is_dir() or entry.suffix.lower() in VIDEO_SUFFIXES or _is_mads_gt(entry)
+            sequence = _mads_sequence(category.name, entry.name if entry.is_dir() else entry.stem)
+            if is_part and sequence is not None:
+                pairs.add((category.name, sequence))
+    return [f"{c}/{s}" for c, s in sorted(pairs)]
+
+
+def _mads_release_categories(folder: Path) -> list[Path]:
+    categories = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not categories:
+        raise UserError(f"{folder}: no <Category>/ folders (Tai-chi, Karate, Jazz, Hip-hop, Sports)")
+    return categories
+
+
+def _prepare_mads_release(
+    store_dir: str | Path,
+    root: Path,
+    *,
+    level: str,
+    window: int | None,
+    stride: int | None,
+    source: str,
+    num_person: int,
+    image_size: Sequence[float] | None,
+    gt_layout: dict[str, Any] | None,
+) -> Path:
+    folder = _mads_release_folder(root, source)
+    if source == "gt3d":
+        return _prepare_mads_release_gt3d(store_dir, folder, level=level, window=window, stride=stride,
+                                          gt_layout=gt_layout)
+    if source == "video":  # the JSON lands flat in a mirror of the category folders, which reads the same
+        from asgcn_lightning.data.video_poses import openpose_tree_from_videos
+
+        folder = openpose_tree_from_videos(folder, store_dir, size=image_size)
+    categories = _mads_release_categories(folder)
+    found: list[tuple[SampleRecord, str, list[Path]]] = []  # (identity, sequence, frame files)
+    stray: list[tuple[Path, str]] = []
+    taken: set[str] = set()
+    for subject, category in enumerate(categories, start=1):  # one performer per category
+        grouped, unmatched = _grouped_videos(category, "")
+        stray += [(p, "name does not follow <video>_<frame:012d>_keypoints.json") for p in unmatched]
+        for relative, video, files in grouped:
+            camera, sequence = _MADS_RELEASE_VIDEO.match(video), _mads_sequence(category.name, video)
+            if camera is None or sequence is None:
+                stray.append((category / relative, "video name does not end in _C<camera>"))
+            elif video in taken:
+                stray.append((category / relative, "a video of this name was already read from another folder"))
+            else:
+                taken.add(video)
+                record = SampleRecord(name=f"{category.name}/{video}", label=-1, subject=subject,
+                                      camera=int(camera["camera"]) + 1)  # stored 1-based: C0 → 1
+                found.append((record, sequence, files))
+    names = _mads_release_classes(categories, level,
+                                  [(r.name.split("/")[0], sequence) for r, sequence, _ in found])
+    videos = []
+    for record, sequence, files in found:
+        category = record.name.split("/")[0]
+        record.label = names.index(category if level == "category" else f"{category}/{sequence}")
+        videos.append(_Video(files, record))
+    if not videos:
+        raise UserError(f"{folder}: no OpenPose output in <Category>/<Category>_<seq>_C<k>/"
+                        "<Category>_<seq>_C<k>_<frame:012d>_keypoints.json; run OpenPose on the videos "
+                        "(openpose --video <X>.avi --write_json <X>/) or use prepare.source=video")
+    return _write_mads_openpose(store_dir, folder, names, videos, stray, num_person=num_person, window=window,
+                                stride=stride, image_size=image_size)
+
+
+def _read_mads_gt(path: Path) -> np.ndarray:
+    """``GTpose2`` of a MADS ``*_GT.mat``: one joints x 3 cell per frame (mm) → ``(T, V, 3)`` metres, lost → 0.
+
+    An empty cell is a frame whose capture was lost entirely, kept as an all-missing frame.
+    """
+    from scipy.io import loadmat  # imported here: only the MADS ground truth needs scipy
+    from scipy.io.matlab import MatReadError
+
+    try:
+        content = loadmat(path, variable_names=[MADS_GT_VARIABLE])
+    except NotImplementedError:  # scipy's answer to the HDF5-based format
+        raise DataFormatError(path, "a MATLAB v7.3 (HDF5) file, which scipy cannot read; re-save it in MATLAB "
+                                    "with save(..., '-v7')") from None
+    except (MatReadError, OSError, ValueError, TypeError, EOFError, zlib.error) as error:
+        raise DataFormatError(path, f"not a readable MATLAB file ({error})") from None
+    if MADS_GT_VARIABLE not in content:
+        raise DataFormatError(path, f"no {MADS_GT_VARIABLE} variable (the MADS ground truth)")
+    cells = content[MADS_GT_VARIABLE]
+    if cells.dtype != object:
+        raise DataFormatError(path, f"{MADS_GT_VARIABLE} is a {cells.shape} {cells.dtype} array, expected a cell "
+                                    "array of one joints x 3 array per frame")
+    frames: list[np.ndarray | None] = []
+    shape: tuple[int, ...] | None = None
+    for number, cell in enumerate(cells.flat, start=1):
+        try:
+            joints = np.asarray(cell, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataFormatError(path, f"frame {number} of {MADS_GT_VARIABLE} is not numeric") from None
+        if joints.size == 0:
+            frames.append(None)
+            continue
+        if joints.ndim != 2 or joints.shape[1] != 3:
+            raise DataFormatError(path, f"frame {number} of {MADS_GT_VARIABLE} is a {joints.shape} array, "
+                                        "expected joints x 3")
+        shape = shape or joints.shape
+        if joints.shape != shape:
+            raise DataFormatError(path, f"frame {number} of {MADS_GT_VARIABLE} has {joints.shape[0]} joints, "
+                                        f"the frames before it {shape[0]}")
+        frames.append(joints)
+    if shape is None:
+        raise DataFormatError(path, f"{MADS_GT_VARIABLE} holds no captured frame")
+    empty = np.full(shape, np.nan)
+    sequence = np.stack([empty if f is None else f for f in frames]).astype(np.float32) / 1000.0
+    return np.nan_to_num(sequence, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _layout_spec(layout: Layout) -> dict[str, Any]:
+    """A layout as the store's ``layout_spec``, so the store describes its own skeleton."""
+    return {"name": layout.name, "joints": list(layout.joints), "edges": [list(e) for e in layout.edges],
+            "centre": layout.centre, "spine": None if layout.spine is None else list(layout.spine),
+            "shoulders": None if layout.shoulders is None else list(layout.shoulders)}
+
+
+def _prepare_mads_release_gt3d(
+    store_dir: str | Path,
+    folder: Path,
+    *,
+    level: str,
+    window: int | None,
+    stride: int | None,
+    gt_layout: dict[str, Any] | None,
+) -> Path:
+    categories = _mads_release_categories(folder)
+    read: list[tuple[int, str, Path, np.ndarray | str]] = []
+    for subject, category in enumerate(categories, start=1):
+        for path in sorted(p for p in category.rglob("*.mat") if _is_mads_gt(p)):
+            try:
+                read.append((subject, category.name, path, _read_mads_gt(path)))
+            except DataFormatError as error:
+                read.append((subject, category.name, path, error.problem))
+    if gt_layout is not None:
+        layout, spec = make_layout(**gt_layout), dict(gt_layout) if gt_layout.get("joints") else None
+    else:
+        counts = [item.shape[1] for *_, item in read if isinstance(item, np.ndarray)]
+        known = [MADS_GT_LAYOUTS[n] for n in counts if n in MADS_GT_LAYOUTS]
+        if not known:
+            problems = [f"{path}: {item if isinstance(item, str) else f'{item.shape[1]} joints'}"
+                        for *_, path, item in read[:3]] or ["no such files"]
+            raise UserError(f"{folder}: no readable MADS ground truth ({MADS_GT_VARIABLE} of 15 or 19 joints in "
+                            "<Category>/<Category>_<seq>_GT.mat; give gt_layout for another skeleton): "
+                            + "; ".join(problems))
+        layout = known[0]
+        spec = _layout_spec(layout)
+    names = _mads_release_classes(categories, level, [])
+    with StoreWriter(store_dir, dataset="mads", layout=layout.name, num_person=1, num_joints=layout.num_joints,
+                     channels=3, class_names=names, source=str(folder), layout_spec=spec) as writer:
+        for subject, category, path, item in _progress(read, "mads: ground truth"):
+            if isinstance(item, str):
+                writer.skip(path, item)
+                continue
+            if item.shape[1] != layout.num_joints:
+                writer.skip(path, f"{item.shape[1]} joints per frame; the store's layout {layout.name} has "
+                                  f"{layout.num_joints} (prepare the other release folder on its own)")
+                continue
+            sequence = _mads_sequence(category, path.stem) or path.stem
+            label = names.index(category if level == "category" else f"{category}/{sequence}")
+            record = SampleRecord(name=f"{category}/{path.stem}", label=label, subject=subject)
+            _write_gt_windows(writer, record, item[:, None], path, window=window, stride=stride)
         return writer.commit()
 
 

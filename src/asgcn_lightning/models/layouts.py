@@ -1,8 +1,8 @@
 """Skeleton joint layouts: joint names, bones and the joints that normalisation needs.
 
-A layout is data, not code: the built-in ones (NTU Kinect v2, OpenPose BODY_25, COCO-18) are
-defined here, and any other skeleton comes from config through :func:`make_layout`, so a custom
-data set trains without code changes.
+A layout is data, not code: the built-in ones (NTU Kinect v2, OpenPose BODY_25, COCO-18, the MADS
+motion capture) are defined here, and any other skeleton comes from config through
+:func:`make_layout`, so a custom data set trains without code changes.
 """
 
 from __future__ import annotations
@@ -133,7 +133,59 @@ COCO18 = Layout(
     shoulders=(2, 5),
 )
 
-BUILTIN_LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (NTU25, OPENPOSE25, COCO18)}
+
+
+def _named(joints: Sequence[str], pairs: Sequence[tuple[str, str]]) -> tuple[tuple[int, int], ...]:
+    return tuple((joints.index(a), joints.index(b)) for a, b in pairs)
+
+
+# MADS motion capture (Zhang et al. 2017), joints in the order of its GTpose2 ground truth: 15 in the
+# multi-view release, 19 (with feet and hands) in the depth release. Limbs hang from the neck and pelvis.
+_MADS15_JOINTS = (
+    "neck", "pelvis", "left_hip", "left_knee", "left_ankle", "right_hip", "right_knee", "right_ankle",
+    "left_shoulder", "left_elbow", "left_wrist", "right_shoulder", "right_elbow", "right_wrist", "head",
+)
+MADS15 = Layout(
+    name="mads15",
+    joints=_MADS15_JOINTS,
+    edges=_named(_MADS15_JOINTS, [
+        ("neck", "pelvis"), ("neck", "head"),
+        ("pelvis", "left_hip"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"),
+        ("pelvis", "right_hip"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+        ("neck", "left_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+        ("neck", "right_shoulder"), ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
+    ]),
+    centre=_MADS15_JOINTS.index("pelvis"),
+    spine=(_MADS15_JOINTS.index("pelvis"), _MADS15_JOINTS.index("neck")),
+    shoulders=(_MADS15_JOINTS.index("right_shoulder"), _MADS15_JOINTS.index("left_shoulder")),
+)
+
+_MADS19_JOINTS = (
+    "neck", "pelvis", "left_hip", "left_knee", "left_ankle", "left_foot", "right_hip", "right_knee",
+    "right_ankle", "right_foot", "left_shoulder", "left_elbow", "left_wrist", "left_hand", "right_shoulder",
+    "right_elbow", "right_wrist", "right_hand", "head",
+)
+MADS19 = Layout(
+    name="mads19",
+    joints=_MADS19_JOINTS,
+    edges=_named(_MADS19_JOINTS, [
+        ("neck", "pelvis"), ("neck", "head"),
+        ("pelvis", "left_hip"), ("left_hip", "left_knee"), ("left_knee", "left_ankle"), ("left_ankle", "left_foot"),
+        ("pelvis", "right_hip"), ("right_hip", "right_knee"), ("right_knee", "right_ankle"),
+        ("right_ankle", "right_foot"),
+        ("neck", "left_shoulder"), ("left_shoulder", "left_elbow"), ("left_elbow", "left_wrist"),
+        ("left_wrist", "left_hand"),
+        ("neck", "right_shoulder"), ("right_shoulder", "right_elbow"), ("right_elbow", "right_wrist"),
+        ("right_wrist", "right_hand"),
+    ]),
+    centre=_MADS19_JOINTS.index("pelvis"),
+    spine=(_MADS19_JOINTS.index("pelvis"), _MADS19_JOINTS.index("neck")),
+    shoulders=(_MADS19_JOINTS.index("right_shoulder"), _MADS19_JOINTS.index("left_shoulder")),
+)
+
+BUILTIN_LAYOUTS: dict[str, Layout] = {
+    layout.name: layout for layout in (NTU25, OPENPOSE25, COCO18, MADS15, MADS19)
+}
 
 
 def make_layout(
