@@ -123,6 +123,27 @@ def test_alink_probabilities_sum_to_one_and_no_joint_links_to_itself() -> None:
     assert (diagonal[:, :, 0] == 1).all()
 
 
+def test_expected_alinks_are_the_same_graph_in_training_and_evaluation() -> None:
+    """Sampled links in training but the most probable in evaluation shift the backbone's input graph."""
+    x = torch.randn(2, 3, 20, 25, 2)
+    expected = ASGCN(5, NTU25, **TINY)
+    bodies = expected.bodies(x)
+    with torch.no_grad():
+        expected.train().aim.eval()  # as in the main stage: the AIM is frozen
+        in_training = expected.alink_weights(bodies)
+        in_evaluation = expected.eval().alink_weights(bodies)
+    torch.testing.assert_close(in_training, in_evaluation)
+    assert (in_training > 0).float().mean() > 0.9, "every pair carries its probability of each link type"
+    sampled = ASGCN(5, NTU25, **{**TINY, "alinks": "sampled"})
+    sampled.load_state_dict(expected.state_dict())
+    with torch.no_grad():
+        sampled.train().aim.eval()
+        one_hot = sampled.alink_weights(bodies)
+    assert (one_hot > 0).float().mean() < 0.5 and not torch.allclose(one_hot, in_training)
+    with pytest.raises(UserError, match="alinks must be one of"):
+        ASGCN(5, NTU25, **{**TINY, "alinks": "soft"})
+
+
 def test_evaluation_is_deterministic() -> None:
     network = ASGCN(5, NTU25, **{**TINY, "dropout": 0.5}).eval()
     x = torch.randn(2, 3, 21, 25, 2)

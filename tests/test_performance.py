@@ -142,7 +142,8 @@ def test_training_pass_matches_the_reference_formulation() -> None:
         a_links = network.alink_weights(bodies)
         features = reference_ops.features(network, bodies, a_links)
         logits = network.head.fc(features.mean(dim=(2, 3)).view(3, 2, -1).mean(dim=1))
-        predicted = reference_ops.prediction(network.predictor, features, bodies[:, :, -2:], network.s_links, a_links)
+        predicted = reference_ops.prediction(network.predictor, features, network.recent_frames(bodies),
+                                             network.s_links, a_links)
         target = network.bodies(x[:, :, observed:]).transpose(1, 2)
         squared = (predicted - target).square().sum(dim=2)
         return torch.stack([F.cross_entropy(logits, labels), network.prediction_weight * squared.mean()])

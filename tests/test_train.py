@@ -3,6 +3,7 @@
 import csv
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import wandb
@@ -85,6 +86,25 @@ def test_wandb_offline_run_holds_the_logged_metrics(compose, monkeypatch, tmp_pa
     # the same value the CSV logger saw is in the W&B history (values are stored as JSON text)
     assert repr(float(last["val/acc_top1"])).encode()[:6] in record
     assert (runs[0] / "files" / "media" / "images" / "val").is_dir()
+
+
+def test_frozen_aim_stays_unchanged_in_the_main_stage_batch_norm_statistics_included(compose):
+    cfg = compose([*FAST, "model=asgcn_tiny", "model.aim.pretrain_epochs=1"])
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    snapshots = {}
+
+    class Snapshot(L.Callback):
+        def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            snapshots[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.network.aim.state_dict().items()}
+
+    trainer = L.Trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, callbacks=[Snapshot()])
+    trainer.fit(module, datamodule=datamodule)
+    running = [k for k in snapshots[0] if k.endswith("running_mean")]
+    assert running, "the AIM has batch norms"
+    for key, value in snapshots[0].items():
+        assert torch.equal(snapshots[2][key], value), f"{key} changed in the main stage"
 
 
 def test_asgcn_two_stages_in_one_run_aim_learns_then_model_learns_and_predicts(compose):

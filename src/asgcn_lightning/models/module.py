@@ -142,6 +142,8 @@ class ActionRecognitionModule(L.LightningModule):
             self._step(aim_opt, loss)
             self._log_terms("train/", aim.losses, aim.metrics, len(y), loss_name="aim_loss", loss=loss)
             return loss.detach()
+        if self.has_aim and self.aim_mode == "frozen" and self.network.aim.training:
+            self.network.aim.eval()  # frozen means its batch norms neither use batch statistics nor update theirs
         out = self.network.forward_train(x)
         ce = F.cross_entropy(out.logits, y)
         loss = ce + sum(out.losses.values())

@@ -61,17 +61,21 @@ def logits(network: ASGCN, x: torch.Tensor) -> torch.Tensor:
     return network.head.fc(pooled.view(x.shape[0], x.shape[-1], -1).mean(dim=1))
 
 
-def prediction(head: PredictionHead, features: torch.Tensor, last_poses: torch.Tensor, s_links: torch.Tensor,
+def prediction(head: PredictionHead, features: torch.Tensor, recent: torch.Tensor, s_links: torch.Tensor,
                a_links: torch.Tensor | None) -> torch.Tensor:
-    """Future poses ``(B, P, C, V)`` from time-major features and the two last observed poses ``(B, C, 2, V)``."""
+    """Future poses ``(B, P, C, V)`` from time-major features and the last observed poses ``(B, C, K, V)``."""
     for module in head.blocks:
         features = block(module, features, s_links, a_links)
-    last_pose, velocity = last_poses[:, :, 1], last_poses[:, :, 1] - last_poses[:, :, 0]
-    pooled = torch.cat([features.mean(dim=2, keepdim=True), last_pose[:, :, None], velocity[:, :, None]], dim=1)
+    last_pose = recent[:, :, -1]
+    offsets = [recent[:, :, k] - last_pose for k in range(recent.shape[2] - 1)]
+    trajectory = torch.stack([*offsets, last_pose], dim=2).flatten(1, 2)[:, :, None]  # channel c·K + frame k
+    pooled = torch.cat([features.mean(dim=2, keepdim=True), trajectory], dim=1)
     y = graph_conv(head.out_graph, pooled, s_links, a_links)
     displacement = head.out_conv(torch.relu(head.out_bn(y)))
     b, v = displacement.shape[0], displacement.shape[3]
-    return last_pose[:, None] + displacement.view(b, head.predict_frames, head.coord_channels, v)
+    extrapolated = torch.stack([sum(weight * offset for weight, offset in zip(weights, offsets, strict=True))
+                                for weights in head.extrapolation], dim=1)
+    return last_pose[:, None] + extrapolated + displacement.view(b, head.predict_frames, head.coord_channels, v)
 
 
 def pair_mlp(module: PairMLP, nodes: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
