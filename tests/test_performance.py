@@ -9,6 +9,8 @@ autocast works. No timings here: figures belong in ``python -m asgcn_lightning.b
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -237,3 +239,28 @@ def test_bench_checks_each_target(capsys: pytest.CaptureFixture[str]) -> None:
     assert results["loader"]["margin_over_default_training"] == pytest.approx(15.0)
     bench.print_table(results)
     assert "not met" in capsys.readouterr().out
+
+
+# -- allocator --------------------------------------------------------------------------------------------
+_HEAP_SLACK = """
+import os, sys, torch
+from asgcn_lightning.memory import set_malloc_mmap_threshold
+def resident(): return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+if sys.argv[1] == 'fixed': assert set_malloc_mmap_threshold(1 << 20)
+del_after_use = torch.ones(16 << 20, dtype=torch.uint8); del del_after_use  # glibc raises its threshold
+before = resident()
+blocks = [torch.ones(8 << 20, dtype=torch.uint8) for _ in range(8)]  # 64 MiB of activations
+kept = torch.ones(1 << 20, dtype=torch.uint8)  # allocated last: the heap cannot shrink below it
+del blocks
+print((resident() - before) / 2**20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_fixed_mmap_threshold_returns_freed_activations_to_the_kernel() -> None:
+    def slack(mode: str) -> float:
+        run = subprocess.run([sys.executable, "-c", _HEAP_SLACK, mode], capture_output=True, text=True, check=True)
+        return float(run.stdout)
+
+    assert slack("default") > 48, "glibc's default keeps freed 8 MiB blocks resident after a 16 MiB one"
+    assert slack("fixed") < 8

@@ -15,7 +15,6 @@ shared with other work. Results go to ``bench/results/<timestamp>.json`` and a t
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import os
@@ -31,6 +30,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from asgcn_lightning.memory import set_malloc_mmap_threshold
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -117,25 +118,6 @@ def count_flops(run: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         run()
     return counter.get_total_flops()
-
-
-def return_freed_memory() -> bool:
-    """Make glibc's malloc hand every block over 1 MiB back to the kernel when it is freed.
-
-    By default glibc raises its ``mmap`` threshold to the size of each large block freed (up to
-    32 MiB), so activations of that size come from the heap afterwards and stay in the resident
-    set when freed: the high-water mark then counts heap slack, not only live tensors. With a
-    fixed threshold the resident set follows the live tensors, for some more page faults (the
-    kernel zero-fills the pages of every new block). A no-op off glibc.
-    """
-    if sys.platform != "linux":
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    mmap_threshold = -3  # mallopt parameter, <malloc.h>
-    return bool(libc.mallopt(mmap_threshold, 1 << 20))
 
 
 def saved_bytes(run: Callable[[], object], exclude: set[int]) -> int:
@@ -401,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--profile", action="store_true", help="add a torch.profiler table of one training step")
     parser.add_argument("--return-freed-memory", action="store_true",
-                        help="glibc malloc returns freed blocks over 1 MiB to the kernel (see return_freed_memory)")
+                        help="glibc malloc returns freed blocks over 1 MiB to the kernel (see asgcn_lightning.memory)")
     parser.add_argument("--omp-passive", action="store_true",
                         help="OpenMP threads sleep instead of spinning while they wait (OMP_WAIT_POLICY=PASSIVE): "
                              "on cores shared with other work, 2 threads then run 2× faster, not 2× slower")
@@ -413,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     repeats = 3 if args.quick else 5
     device = torch.device(args.device)
     if args.worker:
-        returned = args.return_freed_memory and return_freed_memory()
+        returned = args.return_freed_memory and set_malloc_mmap_threshold(1 << 20)
         result = measure_model(args.worker, repeats, device, args.profile)
         print(json.dumps({**result, "malloc": "mmap threshold 1 MiB" if returned else "default"}))
         return

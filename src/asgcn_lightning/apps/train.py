@@ -24,6 +24,7 @@ from asgcn_lightning.apps.components import (
 )
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.errors import UserError, exit_on_user_error
+from asgcn_lightning.memory import set_malloc_mmap_threshold
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("torch_threads"):
         # per process: N DDP processes on one host each default to all cores and oversubscribe it
         torch.set_num_threads(int(cfg.torch_threads))
+    if cfg.get("malloc_mmap_threshold"):
+        set_malloc_mmap_threshold(int(cfg.malloc_mmap_threshold))
     factor = resolve_lr_scaling(cfg)
     if factor != 1.0:
         log.info("lr_scaling %s: global batch %d, learning rates × %.4g", cfg.lr_scaling.rule,
