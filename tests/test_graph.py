@@ -39,3 +39,7 @@ def test_custom_layout_by_joint_names_and_clear_errors():
         make_layout("arm", joints=["shoulder", "elbow"], edges=[["shoulder", "hand"]])
     with pytest.raises(UserError, match="unknown layout 'ntu26'"):
         make_layout("ntu26")
+    # a config that merges {name: ntu25} into another layout's joints must not build a 17-joint "ntu25"
+    with pytest.raises(UserError, match="'ntu25' is built in with 25 other joints"):
+        make_layout("ntu25", joints=[f"j{i}" for i in range(17)], edges=[[0, 1]])
+    assert make_layout("ntu25", joints=NTU25.joints, edges=NTU25.edges).edges == NTU25.edges

@@ -331,6 +331,31 @@ def test_pyskl_bad_input(tmp_path: Path) -> None:
     assert len(store) == 5 and "differs" in _skipped(store)[f"{tmp_path / 'anno.pkl'}:S001C001P001R001A002"]
 
 
+def test_pyskl_trains_from_the_cli_config_and_refuses_a_store_of_other_splits(
+    tmp_path: Path, compose, one_thread,
+) -> None:
+    from asgcn_lightning.apps.train import train
+    from asgcn_lightning.prepare import prepare
+
+    _pyskl_file(tmp_path / "anno.pkl", 3, np.random.default_rng(3))
+    common = ["dataset=pyskl", f"dataset.path={tmp_path / 'anno.pkl'}", f"dataset.store_dir={tmp_path / 'store'}",
+              "dataset.window=16", "dataset.num_workers=0", "dataset.batch_size=2",
+              "split=predefined", "model=tiny", "trainer=cpu", "logger=csv", "trainer.max_epochs=1",
+              "test_after_fit=false", "torch_threads=1", "trainer.enable_progress_bar=false",
+              "callbacks.rich_progress_bar=null"]
+    cfg = compose([*common, "dataset.split_train=xsub_train", "dataset.split_test=xsub_val"])
+    store = prepare(cfg)  # what `python -m asgcn_lightning.prepare dataset=pyskl dataset.path=...` runs
+    assert collections.Counter(store.index["setup"].tolist()) == {1: 4, 2: 2}
+    metrics = train(cfg)
+    assert {"train/loss", "val/acc_top1"} <= set(metrics)
+    with open(Path(cfg.paths.output_dir) / "per_class_val.csv") as handle:
+        assert sum(int(row["samples"]) for row in csv.DictReader(handle)) == 2  # the pickle's xsub_val
+    swapped = compose([*common, "dataset.split_train=xsub_val", "dataset.split_test=xsub_train"])
+    with pytest.raises(UserError, match=r"prepared with other settings: split_test='xsub_val' \(now 'xsub_train'\)"
+                                        r".*python -m asgcn_lightning.prepare dataset=pyskl"):
+        train(swapped)
+
+
 # -- MADS -------------------------------------------------------------------------------------------
 MADS_TREE = {  # (category, action, camera) -> soccer kick used as its recording
     ("Jazz", "Step", 1): "Kick_1", ("Jazz", "Step", 2): "Kick_2",
@@ -663,5 +688,5 @@ def test_dataset_config_matches_its_preparer(name: str) -> None:
     module, function = cfg["prepare"]["_target_"].rsplit(".", 1)
     parameters = inspect.signature(getattr(importlib.import_module(module), function)).parameters
     assert set(cfg["prepare"]) - {"_target_", "_partial_", "_convert_"} <= set(parameters)
-    if "joints" in cfg["layout"]:
+    if cfg["layout"] and "joints" in cfg["layout"]:
         assert make_layout(**cfg["layout"]).num_joints == len(cfg["layout"]["joints"])

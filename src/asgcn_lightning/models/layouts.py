@@ -206,6 +206,9 @@ def make_layout(
                             "(or give joints and edges for a custom one)")
         return BUILTIN_LAYOUTS[name]
     names = tuple(str(j) for j in joints)
+    if name in BUILTIN_LAYOUTS and names != BUILTIN_LAYOUTS[name].joints:
+        raise UserError(f"layout {name!r} is built in with {BUILTIN_LAYOUTS[name].num_joints} other joints; "
+                        f"name a custom layout differently, or give only {{name: {name}}}")
 
     def resolve(joint: int | str) -> int:
         if isinstance(joint, str) and not joint.lstrip("-").isdigit():
