@@ -96,6 +96,38 @@ def test_popen_ddp_inside_a_sweep_is_refused_and_spawn_allowed(compose):
     check_sweep_launch(build_trainer(cfg, loggers=[]))
 
 
+def test_ddp_evaluation_sees_every_sample_exactly_once(tmp_path):
+    """An odd number of validation samples over 2 processes: no sample repeated to even them out."""
+    import torch.multiprocessing as mp
+
+    from asgcn_lightning.data.synthetic import prepare_synthetic
+
+    prepare_synthetic(tmp_path / "syn", num_subjects=3, num_cameras=1, num_setups=1)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.start_processes(_evaluation_shard_worker, args=(port, tmp_path / "syn"), nprocs=2, start_method="fork")
+
+
+def _evaluation_shard_worker(rank: int, port: int, store_dir: Path) -> None:
+    import torch.distributed as dist
+
+    from asgcn_lightning.data.datamodule import SkeletonDataModule
+    from asgcn_lightning.data.splits import MetadataSplit
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    module = SkeletonDataModule(store_dir, MetadataSplit("xsub", "subject", [1, 2]), classes=[1, 2, 3], batch_size=2)
+    module.setup()
+    assert len(module.test_set) == 3
+    mine = list(iter(module.val_dataloader().sampler))
+    shards: list[list[int]] = [[], []]
+    dist.all_gather_object(shards, mine)
+    assert sorted(shards[0] + shards[1]) == [0, 1, 2] and len(shards[0]) == 2 and len(shards[1]) == 1
+    dist.destroy_process_group()
+
+
 def test_cpu_sync_batchnorm_equals_batchnorm_over_the_global_batch():
     """Forward, input and weight gradients and running statistics of 2 processes × 8 = one BatchNorm over 16."""
     import torch.multiprocessing as mp

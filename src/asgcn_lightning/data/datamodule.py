@@ -9,8 +9,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 from filelock import FileLock
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from asgcn_lightning.data.provenance import preparation_differences, prepare_store
 from asgcn_lightning.data.store import META_FILE, SkeletonStore
@@ -19,6 +21,18 @@ from asgcn_lightning.errors import UserError
 from asgcn_lightning.models.layouts import Layout, make_layout
 
 Split = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+
+
+def unrepeated_sampler(dataset: Dataset) -> Sampler | None:
+    """Under DDP, each evaluation sample on exactly one process; None in a single process.
+
+    Lightning's default DistributedSampler pads the last batches by repeating samples so that every
+    process gets as many, and the synced metrics then count those samples twice. Lightning keeps a
+    sampler that is already distributed, so this one is used as it is.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return None
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
 
 def resolve_classes(wanted: Sequence[int | str], class_names: Sequence[str]) -> list[int]:
@@ -158,8 +172,8 @@ class SkeletonDataModule(L.LightningDataModule):
         self.train_set = SkeletonDataset(store, train, labels[train], self.layout, self.train_transform)
         self.test_set = SkeletonDataset(store, test, labels[test], self.layout, self.eval_transform)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=False,
+    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, drop_last=False,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0)
 
@@ -167,7 +181,8 @@ class SkeletonDataModule(L.LightningDataModule):
         return self._loader(self.train_set, shuffle=True, batch_size=self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False, batch_size=self.eval_batch_size)
+        return self._loader(self.test_set, shuffle=False, batch_size=self.eval_batch_size,
+                            sampler=unrepeated_sampler(self.test_set))
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
