@@ -112,7 +112,7 @@ def test_ddp_evaluation_sees_every_sample_exactly_once(tmp_path):
 def _evaluation_shard_worker(rank: int, port: int, store_dir: Path) -> None:
     import torch.distributed as dist
 
-    from asgcn_lightning.data.datamodule import SkeletonDataModule
+    from asgcn_lightning.data.datamodule import SkeletonDataModule, unrepeated_sampler
     from asgcn_lightning.data.splits import MetadataSplit
 
     torch.set_num_threads(1)
@@ -125,6 +125,8 @@ def _evaluation_shard_worker(rank: int, port: int, store_dir: Path) -> None:
     shards: list[list[int]] = [[], []]
     dist.all_gather_object(shards, mine)
     assert sorted(shards[0] + shards[1]) == [0, 1, 2] and len(shards[0]) == 2 and len(shards[1]) == 1
+    # fewer samples than processes: one would get none and miss the epoch-end sync, so Lightning pads
+    assert unrepeated_sampler(torch.utils.data.Subset(module.test_set, [0])) is None
     dist.destroy_process_group()
 
 

@@ -28,9 +28,11 @@ def unrepeated_sampler(dataset: Dataset) -> Sampler | None:
 
     Lightning's default DistributedSampler pads the last batches by repeating samples so that every
     process gets as many, and the synced metrics then count those samples twice. Lightning keeps a
-    sampler that is already distributed, so this one is used as it is.
+    sampler that is already distributed, so this one is used as it is. With fewer samples than
+    processes a process would get none and skip the epoch-end synchronisation the others wait in, so
+    Lightning's padding stays then.
     """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+    if not (dist.is_available() and dist.is_initialized()) or not 1 < dist.get_world_size() <= len(dataset):
         return None
     return UnrepeatedDistributedSampler(dataset, shuffle=False)
 
