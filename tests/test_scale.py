@@ -461,3 +461,21 @@ def test_compile_switch_compiles_the_training_step_and_keeps_checkpoint_keys(com
     module.configure_model()
     assert set(module.state_dict()) == keys, "compiled and plain checkpoints must load into each other"
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0, "nothing was compiled"
+
+
+def test_resume_at_the_aim_stage_boundary_continues_in_the_main_stage_exactly(data_dir, tmp_path):
+    """A run stopped after its AIM stage and resumed from last.ckpt ends like the run that never stopped."""
+    from asgcn_lightning.apps.train import train
+
+    overrides = ["model=asgcn_tiny", "model.aim.pretrain_epochs=1", "logger=csv", "torch_threads=1", *QUIET,
+                 "trainer.limit_train_batches=3", "trainer.limit_val_batches=2"]
+    uninterrupted = train(compose_config("train", [*overrides, "trainer.max_epochs=3"], tmp_path / "full", data_dir))
+    train(compose_config("train", [*overrides, "trainer.max_epochs=1"], tmp_path / "aim", data_dir))
+    assert [float(r["stage"]) for r in _rows(tmp_path / "aim") if r.get("stage")] == [0.0]
+    resumed = train(compose_config("train", [*overrides, "trainer.max_epochs=3",
+                                             f"ckpt_path={tmp_path / 'aim' / 'checkpoints' / 'last.ckpt'}"],
+                                   tmp_path / "resumed", data_dir))
+    assert [float(r["stage"]) for r in _rows(tmp_path / "resumed") if r.get("stage")] == [1.0, 1.0]
+    for key in ("val/loss", "val/acc_top1", "val/mpjpe", "train/loss_epoch", "lr-SGD"):
+        assert resumed[key] == pytest.approx(uninterrupted[key], rel=1e-6, abs=1e-7), key
+
