@@ -6,9 +6,9 @@ S-link subsets, 3 A-link types, λ=0.5, 10 predicted frames):
 * backbone + recognition 4,797,267 — the S-links-only network (4,368,211) plus, in every block,
   ``out × 2`` more output channels of the one ASGC 1×1 convolution, one slice per real A-link
   type (429,056); identical to the reference;
-* prediction head 2,178,901 (reference 2,190,211, see :class:`~asgcn_lightning.models.heads.PredictionHead`);
+* prediction head 2,185,901 (reference 2,190,211, see :class:`~asgcn_lightning.models.heads.PredictionHead`);
 * AIM 417,926 (reference 417,798, see :mod:`asgcn_lightning.models.aim`);
-* total 7,394,094 (reference 7,405,276, −0.15 %).
+* total 7,401,094 (reference 7,405,276, −0.06 %).
 
 The ablations of the paper are constructor arguments of the same code: ST-GCN
 (``max_hop=1, use_alinks=False, prediction_head=False``), S-links only (``use_alinks=False``),

@@ -39,10 +39,10 @@ class PredictionHead(nn.Module):
     from the last 2 does.
 
     Reference shape (backbone 256 channels, hidden 128, C=3, 10 frames, 9 S-link subsets and two
-    A-link types, 25 joints): blocks 2,094,976, their edge importances 6 × 5,625, output ASGC
-    43,560 + 5,625 and output layers 990 (with 2 trajectory frames): 2,178,901 parameters; each further
-    trajectory frame adds ``C × 30 × 9`` to the output ASGC. The reference's 2,190,211 counts
-    two further edge importance masks that its forward pass never uses.
+    A-link types, 25 joints): blocks with their edge importances 2,128,726, output ASGC
+    ``(128 + 3·K) × 330 + 330 + 5,625``, output layers 990 and extrapolation ``10 × (K - 1)``: 2,179,901
+    parameters with ``K = 2`` trajectory frames, 2,185,901 with the default 8. The reference's 2,190,211
+    counts two further edge importance masks that its forward pass never uses.
     """
 
     def __init__(self, in_channels: int, coord_channels: int, num_joints: int, num_subsets: int,
