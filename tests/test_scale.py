@@ -404,11 +404,16 @@ def _kill_while_writing(kind: str, path: Path) -> None:
 
 
 def test_a_checkpoint_write_killed_midway_never_leaves_a_torn_last_ckpt(tmp_path):
+    from asgcn_lightning.checkpoint_io import AtomicCheckpointIO
+
     path = tmp_path / "last.ckpt"
     for _ in range(3):
         _kill_while_writing("atomic", path)
         checkpoint = torch.load(path, weights_only=False)  # the previous complete version
         assert torch.equal(checkpoint["weights"], torch.full((2_000_000,), float(checkpoint["version"])))
+    assert len(list(tmp_path.glob(".last.ckpt.tmp-*"))) == 3, "each killed save left its partial file"
+    AtomicCheckpointIO().save_checkpoint({"version": 0}, path)
+    assert not list(tmp_path.glob(".last.ckpt.tmp-*")), "the next save removes the partial files of dead writers"
     # the same kill during a plain torch.save leaves a torn file: the test does hit a write
     plain = tmp_path / "plain.ckpt"
     _kill_while_writing("plain", plain)

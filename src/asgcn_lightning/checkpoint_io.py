@@ -11,7 +11,11 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """A killed process leaves either the previous checkpoint or the new one, never a torn file."""
+    """A killed process leaves either the previous checkpoint or the new one, never a torn file.
+
+    The partial file a killed save leaves behind is removed by the next successful save of that
+    checkpoint (when the process that wrote it no longer exists), so resumed runs do not collect them.
+    """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
@@ -22,3 +26,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        for leftover in path.parent.glob(f".{path.name}.tmp-*"):
+            pid = leftover.name.rsplit("-", 1)[1]
+            if pid.isdigit() and not _process_exists(int(pid)):
+                leftover.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
