@@ -275,6 +275,7 @@ def test_basic_sweeper_multirun_groups_jobs_in_wandb_and_leaves_metrics_for_the_
         assert job["value"] == _last(_rows(Path(job["dir"])), "val/acc_top1")
     runs = [run for job in ("0", "1") for run in _wandb_runs(sweep / job)]  # one offline W&B run per job
     assert len(runs) == 2 and {run["group"] for run in runs} == {"synthetic-xsub-tiny"}
+    assert [run["name"] for run in runs] == ["synthetic-xsub-tiny #0", "synthetic-xsub-tiny #1"]
     for run in runs:
         assert {"perf/train_samples_per_sec", "lr-SGD", "val/acc_top1", "val/loss"} <= run["keys"]
 

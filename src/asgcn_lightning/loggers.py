@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 
 
 class WandbLogger(LightningWandbLogger):
-    """Lightning's W&B logger with ``offline`` that holds even when W&B was set up earlier in the process.
+    """Lightning's W&B logger with ``offline`` that holds, and one run name per job of a sweep.
 
     Lightning implements ``offline`` by setting ``WANDB_MODE``, which wandb reads only at its first set-up in a
     process; after an earlier ``wandb.init`` (a notebook, a picture command, a previous run in a sweep) the
     run would try to log in instead. Passing the mode to ``wandb.init`` makes the choice stick.
+
+    In a sweep (``-m``) every job shares the experiment name, which is also the W&B group; the job's
+    number is added to the run name (``synthetic-xsub-asgcn_small #3``) so the dashboard tells them apart.
     """
 
-    def __init__(self, *args: Any, offline: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, offline: bool = False, name: str | None = None, **kwargs: Any) -> None:
         if offline:
             kwargs["mode"] = "offline"
-        super().__init__(*args, offline=offline, **kwargs)
+        if name is not None and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            name = f"{name} #{HydraConfig.get().job.num}"
+        super().__init__(*args, offline=offline, name=name, **kwargs)
