@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig
 from rich.console import Console
 
+from asgcn_lightning.apps.components import apply_process_settings
 from asgcn_lightning.apps.predict import Recogniser, load_recogniser
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.data.store import META_FILE, SkeletonStore
@@ -128,8 +129,7 @@ def parity(recogniser: Recogniser, path: str | Path, fmt: str, batch: torch.Tens
 
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Export, then check parity on a batch of another size than the one traced (the batch axis is free)."""
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    apply_process_settings(cfg)
     fmt = str(cfg.get("format", "onnx"))
     recogniser = load_recogniser(cfg)
     batch = example_batch(recogniser, 5)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -17,11 +18,23 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from asgcn_lightning.data.datamodule import SkeletonDataModule
 from asgcn_lightning.data.transforms import Stream
 from asgcn_lightning.errors import UserError
+from asgcn_lightning.memory import set_malloc_mmap_threshold
 from asgcn_lightning.models.module import ActionRecognitionModule
 from asgcn_lightning.models.transfer import prepare_transfer
 from asgcn_lightning.resume import RandomStateCheckpoint
 
 LR_RULES = {"linear": lambda ratio: ratio, "sqrt": math.sqrt}  # factor from global batch / base batch
+
+
+def apply_process_settings(cfg: DictConfig) -> None:
+    """The per-process knobs every entry point honours: ``torch_threads`` and ``malloc_mmap_threshold``.
+
+    Threads are set per process: N DDP processes on one host each default to all cores and oversubscribe it.
+    """
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+    if cfg.get("malloc_mmap_threshold"):
+        set_malloc_mmap_threshold(int(cfg.malloc_mmap_threshold))
 
 
 def build_datamodule(cfg: DictConfig) -> SkeletonDataModule:

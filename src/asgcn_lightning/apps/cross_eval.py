@@ -31,7 +31,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
-from asgcn_lightning.apps.components import build_datamodule, build_module
+from asgcn_lightning.apps.components import apply_process_settings, build_datamodule, build_module
 from asgcn_lightning.apps.evaluate import RUN_KEYS, load_weights, run_config_for
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.data.datamodule import SkeletonDataModule, SkeletonDataset
@@ -183,8 +183,7 @@ def mapped_confusion(logits: torch.Tensor, target: torch.Tensor, mapping: LabelM
 
 # -- the app ------------------------------------------------------------------------------------------------
 def cross_evaluate(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    apply_process_settings(cfg)
     if not cfg.get("ckpt_path"):
         raise UserError("give the model: ckpt_path=<file.ckpt>")
     run = checkpoint_run(cfg, cfg.ckpt_path)

@@ -27,10 +27,10 @@ from typing import Any
 
 import hydra
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from asgcn_lightning.apps.components import apply_process_settings
 from asgcn_lightning.apps.predict import (
     Normaliser,
     Recogniser,
@@ -308,8 +308,7 @@ def run_demo(cfg: DictConfig, console: Console | None = None) -> DemoReport:
     window, every = int(cfg.window), int(cfg.every)
     if window < 2 or every < 1:
         raise UserError(f"window ({window}) must be at least 2 and every ({every}) at least 1")
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    apply_process_settings(cfg)
     recogniser = load_recogniser(cfg, cfg.get("backend", "torch"), cfg.get("onnx_path"))
     poses: JsonPoses | BackendPoses
     if cfg.get("poses"):

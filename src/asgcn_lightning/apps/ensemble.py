@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from asgcn_lightning.apps.components import apply_process_settings
 from asgcn_lightning.apps.cross_eval import checkpoint_run, plain, predict, sample_set
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.errors import UserError, exit_on_user_error
@@ -48,8 +49,7 @@ def fuse(logits: list[torch.Tensor], weights: list[float], how: str = "softmax")
 
 
 def ensemble(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    apply_process_settings(cfg)
     paths = [str(p) for p in plain(cfg.get("ckpt_paths")) or []]
     if len(paths) < 2:
         raise UserError("give at least two checkpoints: ckpt_paths=[<joint>.ckpt,<bone>.ckpt,...]")

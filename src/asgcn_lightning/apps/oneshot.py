@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
 
-from asgcn_lightning.apps.components import build_datamodule
+from asgcn_lightning.apps.components import apply_process_settings, build_datamodule
 from asgcn_lightning.apps.cross_eval import checkpoint_run, plain, resolve_class, sample_set
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.data.datamodule import SkeletonDataset
@@ -168,8 +168,7 @@ def evaluation_classes(run_classes: Sequence[str], store_classes: Sequence[str],
 
 
 def oneshot(cfg: DictConfig) -> dict[str, Any]:
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    apply_process_settings(cfg)
     if not cfg.get("ckpt_path"):
         raise UserError("give the model: ckpt_path=<file.ckpt>")
     settings = cfg.oneshot

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from asgcn_lightning.apps.components import build_datamodule, build_module
+from asgcn_lightning.apps.components import apply_process_settings, build_datamodule, build_module
 from asgcn_lightning.apps.evaluate import RUN_KEYS, load_weights, run_config_for
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.data.datamodule import resolve_classes
@@ -389,8 +389,7 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     """Classify (and optionally localise actions in) every sequence ``cfg.input`` names; writes JSON."""
     if OmegaConf.is_missing(cfg, "input") or cfg.input in (None, ""):
         raise UserError("give what to classify: input=store:<index> | <file.skeleton> | <OpenPose folder> | <video>")
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    apply_process_settings(cfg)
     recogniser = load_recogniser(cfg, cfg.get("backend", "torch"), cfg.get("onnx_path"))
     console = Console()
     results = []

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig
 
 from asgcn_lightning.apps.components import (
+    apply_process_settings,
     build_datamodule,
     build_loggers,
     build_module,
@@ -24,18 +24,13 @@ from asgcn_lightning.apps.components import (
 )
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.errors import UserError, exit_on_user_error
-from asgcn_lightning.memory import set_malloc_mmap_threshold
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) one configuration; returns the final metrics of the run."""
-    if cfg.get("torch_threads"):
-        # per process: N DDP processes on one host each default to all cores and oversubscribe it
-        torch.set_num_threads(int(cfg.torch_threads))
-    if cfg.get("malloc_mmap_threshold"):
-        set_malloc_mmap_threshold(int(cfg.malloc_mmap_threshold))
+    apply_process_settings(cfg)
     factor = resolve_lr_scaling(cfg)
     if factor != 1.0:
         log.info("lr_scaling %s: global batch %d, learning rates × %.4g", cfg.lr_scaling.rule,
