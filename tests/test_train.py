@@ -11,6 +11,7 @@ import wandb
 from asgcn_lightning.apps.components import build_datamodule, build_module
 from asgcn_lightning.apps.evaluate import load_weights
 from asgcn_lightning.apps.train import train
+from asgcn_lightning.callbacks import ALinkReport
 from asgcn_lightning.errors import UserError
 
 # one thread: two OpenMP threads on two busy cores slow small models down many times over
@@ -73,19 +74,42 @@ def test_wandb_offline_run_holds_the_logged_metrics(compose, monkeypatch, tmp_pa
     monkeypatch.delenv("WANDB_MODE", raising=False)
     # W&B already used in this process without WANDB_MODE (as after a picture command) must not force a login
     wandb.init(mode="offline", dir=tmp_path, project="earlier").finish()
-    cfg = compose([*FAST, "logger=default", "trainer.max_epochs=1", "test_after_fit=false",
-                   "++trainer.limit_train_batches=3"])
+    cfg = compose([*FAST, "model=asgcn_tiny", "model.aim.pretrain_epochs=0", "logger=default",
+                   "trainer.max_epochs=1", "test_after_fit=false", "++trainer.limit_train_batches=3"])
     train(cfg)
     run = Path(cfg.paths.output_dir)
     runs = list((run / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "W&B must run offline by default and write a run folder"
     record = next(runs[0].glob("*.wandb")).read_bytes()
     last = [r for r in _metrics_rows(run) if r.get("val/acc_top1")][-1]
-    for key in ("val/acc_top1", "train/loss_epoch", "val/confusion_matrix"):
+    for key in ("val/acc_top1", "train/loss_epoch", "val/confusion_matrix", "val/alinks", "lr-SGD"):
         assert key.encode() in record
     # the same value the CSV logger saw is in the W&B history (values are stored as JSON text)
     assert repr(float(last["val/acc_top1"])).encode()[:6] in record
     assert (runs[0] / "files" / "media" / "images" / "val").is_dir()
+    assert (run / "alinks_val.png").stat().st_size > 10_000
+
+
+def test_alink_report_draws_a_fixed_sample_without_touching_the_training_random_stream(compose, tmp_path):
+    cfg = compose([*FAST, "model=asgcn_tiny", "model.aim.pretrain_epochs=0"])
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule)
+    report = ALinkReport(tmp_path, sample_index=5)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, callbacks=[report])
+    trainer.fit(module, datamodule=datamodule)
+    picture = tmp_path / "alinks_val.png"
+    assert picture.stat().st_size > 10_000
+    picture.unlink()
+    state = torch.get_rng_state()
+    report.on_validation_end(trainer, module)
+    assert torch.equal(torch.get_rng_state(), state), "reading the sample must not advance training's RNG"
+    assert picture.is_file()
+    # a model without A-links: nothing drawn, no error
+    plain = build_module(compose([*FAST]), datamodule)
+    picture.unlink()
+    report.on_validation_end(trainer, plain)
+    assert not picture.exists()
 
 
 def test_frozen_aim_stays_unchanged_in_the_main_stage_batch_norm_statistics_included(compose):
