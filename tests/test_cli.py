@@ -50,3 +50,23 @@ def test_eval_of_a_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
     assert "does not match the configured model" in result.stderr
     assert re.search(r"missing network\.\S+, .*\(\+\d+ more\)", result.stderr)
     assert "shape differs for network.head.fc.weight (3, 3)→(10, 32)" in result.stderr
+
+
+def test_prepared_ntu_trains_with_the_readme_command_that_does_not_repeat_the_source(tmp_path, fixtures_dir):
+    """prepare names the raw folder; train.py names only the data set (the store's provenance must allow it)."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for skeleton in sorted((fixtures_dir / "ntu" / "skeletons").glob("*.skeleton"))[:6]:
+        (raw / skeleton.name).write_bytes(skeleton.read_bytes())  # performer 1: a training subject of xsub
+        (raw / skeleton.name.replace("P001", "P003")).write_bytes(skeleton.read_bytes())  # 3: a test subject
+    prepared = _run("-m", "asgcn_lightning.prepare", "dataset=ntu60", f"dataset.raw_dir={raw}",
+                    f"paths.data_dir={tmp_path}/data", f"hydra.run.dir={tmp_path}/prepare")
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    common = ["dataset=ntu60", "model=tiny", f"paths.data_dir={tmp_path}/data", "logger=csv", "trainer.max_epochs=1",
+              "dataset.num_workers=0", "trainer.enable_progress_bar=false", "test_after_fit=false", "torch_threads=1"]
+    trained = _run("train.py", *common, "split=xsub", f"hydra.run.dir={tmp_path}/run")
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    # another source folder than the store was prepared from is still refused
+    other = _run("train.py", *common, "split=xsub", f"dataset.raw_dir={tmp_path}", f"hydra.run.dir={tmp_path}/r2")
+    assert other.returncode == 2 and "prepared with other settings: raw_dir=" in other.stderr

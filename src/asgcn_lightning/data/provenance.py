@@ -48,7 +48,11 @@ def prepare_store(prepare: Callable[..., Any], store_dir: Path) -> None:
 
 
 def preparation_differences(store_dir: Path, prepare: Callable[..., Any]) -> list[str]:
-    """How the recorded preparation of ``store_dir`` differs from ``prepare`` (empty: same, or unknown)."""
+    """How the recorded preparation of ``store_dir`` differs from ``prepare`` (empty: same, or unknown).
+
+    An argument that is ``None`` in ``prepare`` is not compared: training commands name the data set,
+    not its source (``python train.py dataset=ntu60`` after preparing with ``dataset.raw_dir=...``).
+    """
     path = store_dir / PREPARED_WITH_FILE
     if not path.is_file():
         return []
@@ -60,6 +64,7 @@ def preparation_differences(store_dir: Path, prepare: Callable[..., Any]) -> lis
     wanted = preparation_of(prepare)
     if recorded_preparer != wanted["preparer"]:
         return [f"preparer {recorded_preparer} (now {wanted['preparer']})"]
-    keys = sorted(set(recorded_arguments) | set(wanted["arguments"]))
+    keys = sorted(key for key in set(recorded_arguments) | set(wanted["arguments"])
+                  if wanted["arguments"].get(key, "absent") is not None)
     return [f"{key}={recorded_arguments.get(key)!r} (now {wanted['arguments'].get(key)!r})" for key in keys
             if recorded_arguments.get(key) != wanted["arguments"].get(key)]
