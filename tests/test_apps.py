@@ -115,6 +115,28 @@ def _non_trivial_picture(path: Path, min_bytes: int = 8_000) -> None:
     assert pixels.std() > 5, f"{path} is (nearly) blank"
 
 
+# -- evaluation ---------------------------------------------------------------------------------------
+def test_eval_of_an_asgcn_checkpoint_tests_the_classifier_on_the_runs_own_data(asgcn_ckpt, tmp_path, data_dir):
+    """``eval.py ckpt_path=...`` alone: the run's data folder is found, and the AIM stage is not re-entered
+    (a fresh Trainer starts at epoch 0, inside the AIM epochs of a two-stage model)."""
+    from asgcn_lightning.apps.components import build_datamodule
+    from asgcn_lightning.apps.evaluate import adopt_run_config, evaluate
+    from asgcn_lightning.apps.predict import compose_config as compose_as_a_command
+
+    cfg = compose_as_a_command("eval", [f"ckpt_path={asgcn_ckpt}", "torch_threads=1"], tmp_path)
+    results = evaluate(cfg)
+    assert cfg.paths.data_dir == str(data_dir), "the training run's paths.data_dir"
+    confusion = np.asarray(json.loads((tmp_path / "evaluation.json").read_text())["confusion"])
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("test")
+    assert confusion.sum() == len(datamodule.test_set) > 0
+    assert results["test/acc_top1"] == pytest.approx(np.trace(confusion) / confusion.sum(), abs=1e-6)
+    assert "test/mpjpe" in results  # the prediction head is evaluated too
+    # a data folder given on this command's line wins over the run's
+    elsewhere = compose_config("eval", [f"ckpt_path={asgcn_ckpt}"], tmp_path / "other", tmp_path / "moved")
+    assert adopt_run_config(elsewhere, asgcn_ckpt) and elsewhere.paths.data_dir == str(tmp_path / "moved")
+
+
 # -- prediction --------------------------------------------------------------------------------------
 def test_predict_store_sample_gives_sorted_top_k_table_and_json(synthetic_ckpt, tmp_path, data_dir):
     store = SkeletonStore(data_dir / "synthetic")

@@ -32,7 +32,7 @@ from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
 from asgcn_lightning.apps.components import apply_process_settings, build_datamodule, build_module
-from asgcn_lightning.apps.evaluate import RUN_KEYS, load_weights, run_config_for
+from asgcn_lightning.apps.evaluate import adopt_run_config, load_weights
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.data.datamodule import SkeletonDataModule, SkeletonDataset
 from asgcn_lightning.errors import UserError, exit_on_user_error
@@ -62,14 +62,9 @@ def checkpoint_run(cfg: DictConfig, ckpt_path: str | Path) -> CheckpointRun:
     ckpt_path = Path(ckpt_path)
     if not ckpt_path.is_file():
         raise UserError(f"{ckpt_path}: no such checkpoint")
-    run_cfg = run_config_for(ckpt_path) if cfg.get("use_run_config", True) else None
     member = copy.deepcopy(cfg)
-    if run_cfg is None:
-        log.warning("%s: no run config beside it; the model is built from this command's config", ckpt_path)
-    else:
-        OmegaConf.set_struct(member, False)
-        for key in RUN_KEYS:
-            member[key] = run_cfg[key]
+    if not (cfg.get("use_run_config", True) and adopt_run_config(member, ckpt_path)):
+        log.warning("%s: no run config used; the model is built from this command's config", ckpt_path)
     datamodule = build_datamodule(member)
     module = build_module(member, datamodule)
     load_weights(module, ckpt_path)

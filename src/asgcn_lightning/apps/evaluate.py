@@ -37,6 +37,34 @@ def run_config_for(ckpt_path: Path) -> DictConfig | None:
     return None
 
 
+def _sets_on_command_line(key: str) -> bool:
+    """Whether this command's own overrides set ``key`` (False outside a Hydra run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    return any(override.split("=", 1)[0].lstrip("+~") == key for override in HydraConfig.get().overrides.task)
+
+
+def adopt_run_config(cfg: DictConfig, ckpt_path: Path) -> bool:
+    """Give ``cfg`` the data set, split and model of the run that wrote ``ckpt_path``; False if none is found.
+
+    The data are then looked for where that run read them: its ``paths.data_dir`` when its training
+    command set one (a plain value in the saved config), unless this command sets ``paths.data_dir`` too.
+    """
+    run_cfg = run_config_for(ckpt_path)
+    if run_cfg is None:
+        return False
+    OmegaConf.set_struct(cfg, False)
+    for key in RUN_KEYS:
+        cfg[key] = run_cfg[key]
+    run_paths = run_cfg.get("paths") or {}
+    if ("data_dir" in run_paths and not OmegaConf.is_interpolation(run_paths, "data_dir")
+            and not _sets_on_command_line("paths.data_dir")):
+        cfg.paths.data_dir = run_paths.data_dir
+    return True
+
+
 def load_weights(module: ActionRecognitionModule, ckpt_path: Path) -> None:
     """Load a checkpoint's weights, or say exactly which keys do not fit the configured model."""
     if not ckpt_path.is_file():
@@ -65,12 +93,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if not cfg.get("ckpt_path"):
         raise UserError("give the checkpoint to evaluate: python eval.py ckpt_path=<file.ckpt>")
     ckpt_path = Path(cfg.ckpt_path)
-    run_cfg = run_config_for(ckpt_path) if cfg.get("use_run_config") else None
-    if run_cfg is not None:
+    if cfg.get("use_run_config") and adopt_run_config(cfg, ckpt_path):
         log.info("using the training run's data set, split and model config")
-        OmegaConf.set_struct(cfg, False)
-        for key in RUN_KEYS:
-            cfg[key] = run_cfg[key]
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     load_weights(module, ckpt_path)

@@ -29,7 +29,7 @@ from rich.table import Table
 from torch import nn
 
 from asgcn_lightning.apps.components import apply_process_settings, build_datamodule, build_module
-from asgcn_lightning.apps.evaluate import RUN_KEYS, load_weights, run_config_for
+from asgcn_lightning.apps.evaluate import adopt_run_config, load_weights
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.data.datamodule import resolve_classes
 from asgcn_lightning.data.formats.ntu_skeleton import read_ntu_skeleton
@@ -135,14 +135,8 @@ def with_run_config(cfg: DictConfig) -> DictConfig:
     """``cfg`` with the data set, split and model of the run that wrote ``cfg.ckpt_path`` (when found)."""
     if not cfg.get("ckpt_path"):
         raise UserError("give the trained model: ckpt_path=<run>/checkpoints/last.ckpt")
-    run_cfg = run_config_for(Path(cfg.ckpt_path)) if cfg.get("use_run_config", True) else None
-    if run_cfg is None:
-        log.warning("no training run config beside %s: using the data set and model given on the command line",
-                    cfg.ckpt_path)
-        return cfg
-    OmegaConf.set_struct(cfg, False)
-    for key in RUN_KEYS:
-        cfg[key] = run_cfg[key]
+    if not (cfg.get("use_run_config", True) and adopt_run_config(cfg, Path(cfg.ckpt_path))):
+        log.warning("no training run config used for %s: the data set and model are this command's", cfg.ckpt_path)
     return cfg
 
 

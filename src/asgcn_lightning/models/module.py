@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.optim import Optimizer
 from torchmetrics import MetricCollection
@@ -88,7 +89,10 @@ class ActionRecognitionModule(L.LightningModule):
     # -- stages ------------------------------------------------------------------------------------
     @property
     def stage(self) -> str:
-        return "aim" if self.current_epoch < self.aim_pretrain_epochs else "main"
+        """``aim`` during the AIM epochs of a fit; a test, validation or prediction run of its own
+        (``eval.py`` on a checkpoint) evaluates the trained model, whatever epoch counter it starts at."""
+        fitting = self._trainer is None or self.trainer.state.fn == TrainerFn.FITTING
+        return "aim" if fitting and self.current_epoch < self.aim_pretrain_epochs else "main"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
