@@ -1,8 +1,11 @@
-"""NTU ``.skeleton`` parse and prepare throughput (files/s) on the real fixtures; prints JSON.
+"""NTU ``.skeleton`` parse and prepare throughput (files/s) and NTU loading (samples/s); prints JSON.
 
-The 60 fixture files are copied under ten performer numbers (600 files) so that each run takes a
-few seconds; ``prepare`` is the full path (name filtering, worker processes, denoising, store
-writing), ``parse`` the single-process reader alone. Each figure is the median of three runs.
+The 60 real fixture files are copied under ten performer numbers (600 files, half of them on the
+xsub training side) so that each run takes a few seconds. ``prepare`` is the full path (name
+filtering, worker processes, denoising, store writing), ``parse`` the single-process reader
+alone; ``loader`` is the training loader of ``python train.py dataset=ntu60 split=xsub`` on the
+prepared store (centre, align, random crop-resize to 64 frames, random rotation). Each figure is
+the median of three runs.
 
     python bench/bench_ntu_parse.py [--fixtures ../shared/fixtures] [--workers 2] [--copies 10]
 """
@@ -19,8 +22,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from asgcn_lightning.bench import measure_loader
 from asgcn_lightning.data.formats.ntu_skeleton import read_ntu_skeleton
-from asgcn_lightning.data.ntu import prepare_ntu
+from asgcn_lightning.data.ntu import SPLIT_VALUES, prepare_ntu
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNS = 3
@@ -49,9 +53,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw"
         raw.mkdir()
-        for copy in range(args.copies):
-            for source in sources:  # S001C001P001R001Axxx → performer P(copy+1)
-                shutil.copyfile(source, raw / source.name.replace("P001", f"P{copy + 1:03d}"))
+        training = SPLIT_VALUES[60]["xsub"]  # performers alternately of the xsub training and test sides
+        held_out = [subject for subject in range(1, 41) if subject not in training]
+        performers = [subject for pair in zip(training, held_out, strict=False) for subject in pair]
+        for performer in performers[:args.copies]:
+            for source in sources:  # S001C001P001R001Axxx → that performer
+                shutil.copyfile(source, raw / source.name.replace("P001", f"P{performer:03d}"))
         files = sorted(raw.iterdir())
 
         def parse_all() -> None:
@@ -67,6 +74,7 @@ def main() -> None:
                 len(files), lambda: prepare_ntu(Path(tmp) / "store", raw_dir=raw, num_workers=args.workers)),
             "num_workers": args.workers,
             "cpu_count": os.cpu_count(),
+            "loader": measure_loader(RUNS, ["dataset=ntu60", "split=xsub", f"dataset.store_dir={Path(tmp) / 'store'}"]),
         }
     print(json.dumps(result))
 

@@ -2,6 +2,10 @@
 
 import functools
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -35,7 +39,7 @@ def test_store_round_trip_keeps_arrays_metadata_and_skipped_files(tmp_path):
     for i, seq in enumerate(sequences):
         np.testing.assert_array_equal(store.sequence(i), seq)
         assert store.record(i) == SampleRecord(f"s{i}", label=i % 2, subject=i + 1, camera=2)
-    assert store.meta.skipped == [{"file": "bad.skeleton", "reason": "truncated"}]
+    assert store.meta.skipped == [{"file": "bad.skeleton", "reason": "truncated", "kind": "problem"}]
     assert (tmp_path / "store" / "skipped.tsv").read_text() == "bad.skeleton\ttruncated\n"
 
 
@@ -50,6 +54,81 @@ def test_failed_preparation_leaves_previous_store_untouched_and_no_half_store(tm
     store = SkeletonStore(root)
     assert [store.record(0).name] == ["old"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import numpy as np
+from asgcn_lightning.data.store import SampleRecord, StoreWriter
+
+writer = StoreWriter(sys.argv[1], dataset="toy", layout="ntu25", num_person=2, num_joints=25, channels=3,
+                     class_names=["a", "b"])
+writer.add(SampleRecord("new", 1), np.zeros((4, 2, 25, 3)))
+if sys.argv[2] == "mid-swap":  # killed after moving the old store aside, before moving the new one in
+    replace = os.replace
+    def replace_then_die(source, target):
+        replace(source, target)
+        if ".old-" in str(target):
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.replace = replace_then_die
+    writer.commit()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_next_preparation_cleans_up_after_killed_ones_and_restores_a_store_caught_mid_swap(tmp_path):
+    root = tmp_path / "store"
+    with _writer(root) as writer:
+        writer.add(SampleRecord("old", 0), np.ones((3, 2, 25, 3)))
+        writer.commit()
+    def kill_a_writer(moment: str) -> list[str]:
+        done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(root), moment], check=False)
+        assert done.returncode == -signal.SIGKILL
+        return sorted(p.name.split("-")[0] for p in tmp_path.iterdir())
+
+    assert kill_a_writer("mid-write") == [".store.tmp", "store"]
+    # the next writer removed that leftover; killed mid-swap it leaves the old store aside and no store
+    assert kill_a_writer("mid-swap") == [".store.old", ".store.tmp"]
+    with _writer(root) as writer:  # the next preparation: the previous store is back, the rest removed
+        assert [SkeletonStore(root).record(0).name] == ["old"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f".store.tmp-{os.getpid()}", "store"]
+        writer.add(SampleRecord("newer", 1), np.zeros((2, 2, 25, 3)))
+        writer.commit()
+    assert [SkeletonStore(root).record(0).name] == ["newer"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_a_preparation_without_usable_samples_keeps_the_reasons(tmp_path):
+    root = tmp_path / "store"
+    with pytest.raises(UserError, match=r"no usable samples .*2 source files skipped, all listed in .*"
+                                        r"store\.skipped\.tsv; first: a\.skeleton: truncated; b\.skeleton: empty"), \
+            _writer(root) as writer:
+        writer.skip("/raw/a.skeleton", "truncated")
+        writer.skip("/raw/b.skeleton", "empty")
+        writer.commit()
+    assert not root.exists()
+    assert (tmp_path / "store.skipped.tsv").read_text() == "/raw/a.skeleton\ttruncated\n/raw/b.skeleton\tempty\n"
+
+
+def test_summary_names_every_broken_file_and_counts_the_listed_ones(tmp_path):
+    """On a real download hundreds of files are on the missing-skeleton list; the few broken ones must show."""
+    from rich.console import Console
+
+    from asgcn_lightning.data.store import print_prepare_summary
+
+    with _writer(tmp_path / "store") as writer:
+        writer.add(SampleRecord("ok", 0), np.ones((3, 2, 25, 3)))
+        for i in range(300):
+            writer.skip(f"/raw/S001C001P001R001A{i:03d}.skeleton", "on the official missing-skeleton list", listed=True)
+        writer.skip("/raw/S017C003P020R002A060.skeleton", "truncated: frame 4 of 103")
+        writer.commit()
+    console = Console(record=True, width=200)
+    print_prepare_summary(SkeletonStore(tmp_path / "store"), console)
+    text = console.export_text()
+    assert "301 source files skipped" in text
+    assert "300 files on the official missing-skeleton list" in text
+    assert "1 file unusable:" in text and "S017C003P020R002A060.skeleton: truncated: frame 4 of 103" in text
+    assert "A000" not in text  # listed files are counted, not named
 
 
 def test_damaged_store_is_a_clear_error(tmp_path):
@@ -136,6 +215,12 @@ def test_streams_bone_and_motion():
     assert np.abs(bone[:, 0, NTU25.centre]).sum() == 0
     motion = T.Stream("joint_motion")(seq, NTU25, RNG)
     np.testing.assert_allclose(motion[0], seq[1] - seq[0])
+    entering = seq.copy()
+    entering[2:, 1] = RNG.normal(size=(2, 25, 3))  # the second person appears in frame 2: no motion from nowhere
+    motion = T.Stream("joint_motion")(entering, NTU25, RNG)
+    assert np.abs(motion[:2, 1]).sum() == 0
+    np.testing.assert_allclose(motion[2, 1], entering[3, 1] - entering[2, 1])
+    np.testing.assert_allclose(motion[:, 0], T.Stream("joint_motion")(seq, NTU25, RNG)[:, 0])
     with pytest.raises(UserError, match="unknown stream"):
         T.Stream("velocity")
 
@@ -173,6 +258,22 @@ def test_class_subset_by_number_or_name_remaps_labels(tmp_path):
     x, _ = next(iter(module.val_dataloader()))
     assert x.shape == (4, 3, 8, 25, 2) and x.dtype == torch.float32
     assert set(module.test_set.labels.tolist()) == {0, 1}
+
+
+def test_evaluation_samples_are_fixed_and_draw_nothing_from_the_training_random_stream(tmp_path):
+    prepare_synthetic(tmp_path / "syn", num_subjects=4)
+    crop = [T.RandomCropResize(8)]  # random in both sets, to see where the randomness comes from
+    module = SkeletonDataModule(tmp_path / "syn", MetadataSplit("xsub", "subject", [1, 2]),
+                                train_transforms=crop, eval_transforms=crop)
+    module.setup()
+    torch.manual_seed(3)
+    first = module.test_set[0][0]
+    after_evaluation = torch.get_rng_state()
+    torch.manual_seed(4)
+    np.testing.assert_array_equal(module.test_set[0][0], first)  # the same in every evaluation
+    torch.manual_seed(3)
+    assert torch.equal(torch.get_rng_state(), after_evaluation)  # evaluating consumed nothing
+    assert not torch.equal(module.train_set[0][0], module.train_set[0][0])  # training: new every time
 
 
 def test_missing_real_store_says_which_command_prepares_it(tmp_path):

@@ -136,6 +136,29 @@ def broken_name(number: int) -> str:
     return f"S009C001P001R001A{number + 1:03d}.skeleton"  # valid NTU names for the broken files
 
 
+def test_joint_lines_must_each_hold_twelve_values(skeleton_dir: Path, tmp_path: Path) -> None:
+    """One joint line short of a value and the next one over keep the file's value count: still malformed."""
+    lines = _lines(skeleton_dir)
+    first, second = lines[4].split(), lines[5].split()
+    ragged = [*lines[:4], " ".join(first[:11]) + "\n", " ".join([*second, "0"]) + "\n", *lines[6:]]
+    path = tmp_path / broken_name(0)
+    path.write_text("".join(ragged))
+    with pytest.raises(DataFormatError, match=r"line 5 .*: 11 values, expected 12"):
+        read_ntu_skeleton(path)
+    garbled = list(lines)
+    garbled[4] = " ".join([first[0], "1.2.3", *first[2:]]) + "\n"  # numeric characters, not a number
+    path.write_text("".join(garbled))
+    with pytest.raises(DataFormatError, match=r"line 5 \(frame 1 of 103\): non-numeric value '1.2.3'"):
+        read_ntu_skeleton(path)
+
+
+def test_a_byte_order_mark_is_not_a_problem(skeleton_dir: Path, tmp_path: Path) -> None:
+    source = skeleton_dir / f"{fixture_name(1)}.skeleton"
+    path = tmp_path / source.name
+    path.write_bytes(b"\xef\xbb\xbf" + source.read_bytes())
+    np.testing.assert_array_equal(read_ntu_skeleton(path).bodies[0].xyz, read_ntu_skeleton(source).bodies[0].xyz)
+
+
 def test_malformed_files_raise_data_format_errors(skeleton_dir: Path, tmp_path: Path) -> None:
     for number, (text, problem) in enumerate(bad_files(skeleton_dir).values()):
         path = tmp_path / broken_name(number)
@@ -209,6 +232,18 @@ def test_spurious_rules_and_track_merging(parsed: dict[int, NtuSkeletonFile]) ->
         _track(person, person.xyz[half:], person.frames[half:], body_id=2)])
     frames, actors = actor_sequence(split)
     assert actors == 1 and np.array_equal(frames[:, 0], person.xyz.astype(np.float32))
+    # two people, both re-identified half-way: each second fragment joins the person standing where it starts,
+    # even when the ranking by motion offers it to the other person's slot first
+    def fragment(shift: float, part: slice, body_id: int, wiggle: float) -> BodyTrack:
+        xyz = person.xyz[part] + [shift, 0.0, 0.0]
+        xyz[::2] *= 1 + wiggle  # motion energy orders the fragments A1, B1, B2, A2
+        return _track(person, xyz, person.frames[part], body_id)
+
+    a1, b1 = fragment(0.0, slice(None, half), 1, 0.03), fragment(1.5, slice(None, half), 2, 0.02)
+    b2, a2 = fragment(1.5, slice(half, None), 3, 0.01), fragment(0.0, slice(half, None), 4, 0.0)
+    pair = NtuSkeletonFile(Path("x"), count, [a2, b2, b1, a1])
+    assert sorted(pair.bodies, key=motion_energy, reverse=True) == [a1, b1, b2, a2]
+    assert [[track.body_id for track in slot] for slot in select_actors(pair)] == [[1, 4], [2, 3]]
     # frames without any body are dropped
     late = NtuSkeletonFile(Path("x"), count + 10, [_track(person, frames=person.frames + 10)])
     assert actor_sequence(late)[0].shape[0] == count
@@ -227,15 +262,24 @@ def test_parse_ntu_name() -> None:
     (60, "xsub", 40_091, 16_487), (60, "xview", 37_646, 18_932),
     (120, "xsub", 63_026, 50_919), (120, "xset", 54_468, 59_477),
 ])
-def test_standard_split_sizes(fixtures_dir: Path, edition: int, split: str, train: int, test: int) -> None:
+def test_standard_split_sizes(fixtures_dir: Path, compose, edition: int, split: str, train: int,
+                              test: int) -> None:
+    """The split the training command composes (``dataset=ntuXX split=...``), on the index of every sample."""
+    from hydra.utils import instantiate
+
     names = (fixtures_dir / "ntu" / "lists" / f"ntu{edition}_available_samples.txt").read_text().split()
     infos = [parse_ntu_name(name) for name in names]
     if edition == 60:
         assert all(i["setup"] <= 17 and i["action"] <= 60 for i in infos)
     assert not set(names) & official_missing_samples(edition)
-    values = set(SPLIT_VALUES[edition][split])
-    in_train = sum(info[SPLIT_FIELDS[split]] in values for info in infos)
-    assert (in_train, len(infos) - in_train) == (train, test)
+    index = {key: np.array([info[key] for info in infos]) for key in ("subject", "camera", "setup", "replication")}
+    index["label"] = np.array([info["action"] - 1 for info in infos])
+    train_rows, test_rows = instantiate(compose([f"dataset=ntu{edition}", f"split={split}"]).split)(index)
+    assert (len(train_rows), len(test_rows)) == (train, test)
+    assert not set(train_rows.tolist()) & set(test_rows.tolist())
+    values = set(SPLIT_VALUES[edition][split])  # and the rule, sample by sample
+    assert all(infos[row][SPLIT_FIELDS[split]] in values for row in train_rows[::97])
+    assert all(infos[row][SPLIT_FIELDS[split]] not in values for row in test_rows[::97])
 
 
 def test_dataset_configs_match_the_split_constants() -> None:
@@ -377,3 +421,19 @@ def test_failed_preparation_leaves_the_previous_store(skeleton_dir: Path, tmp_pa
     assert not (tmp_path / "new" / "ntu60").exists()
     assert (before.root / "meta.json").read_text() == meta_before
     assert len(SkeletonStore(before.root)) == 8
+
+
+def test_parse_and_loading_benchmark_prints_its_figures_as_json(fixtures_dir: Path) -> None:
+    """``make bench``'s NTU part: files/s of parsing and preparing, samples/s of the ntu60 training loader."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_ntu_parse.py"), "--copies", "2",
+                           "--fixtures", str(fixtures_dir)], capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["files"] == 120
+    assert min(result["parse_files_per_s"], result["prepare_files_per_s"], result["prepare_1_worker_files_per_s"]) > 0
+    loader = result["loader"]
+    assert loader["samples"] == 60 and loader["batch"] == 32  # one performer on each side of xsub
+    assert loader["samples_per_s"] == loader[f"samples_per_s_{loader['num_workers']}_workers"] > 0

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from asgcn_lightning.orphans import orphans
+
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """A killed process leaves either the previous checkpoint or the new one, never a torn file.
@@ -26,17 +28,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        for leftover in path.parent.glob(f".{path.name}.tmp-*"):
-            pid = leftover.name.rsplit("-", 1)[1]
-            if pid.isdigit() and not _process_exists(int(pid)):
-                leftover.unlink(missing_ok=True)
+        for leftover in orphans(path.parent, f".{path.name}.tmp-"):
+            leftover.unlink(missing_ok=True)
 
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True

@@ -56,19 +56,25 @@ def resolve_classes(wanted: Sequence[int | str], class_names: Sequence[str]) -> 
 
 
 class SkeletonDataset(Dataset):
-    """Samples of a store as ``(C, T, V, M)`` float tensors with (remapped) integer labels."""
+    """Samples of a store as ``(C, T, V, M)`` float tensors with (remapped) integer labels.
+
+    ``augment``: training samples draw their randomness from torch's RNG (which Lightning seeds per
+    worker), new every epoch; evaluation samples seed it from the sample itself, so a sample looks
+    the same in every evaluation and evaluating draws nothing from the training's random stream
+    (however the evaluation set is sharded over processes).
+    """
 
     def __init__(self, store: SkeletonStore, indices: np.ndarray, labels: np.ndarray, layout: Layout,
-                 transform: Compose) -> None:
+                 transform: Compose, augment: bool = False) -> None:
         self.store, self.indices, self.labels = store, indices, labels
-        self.layout, self.transform = layout, transform
+        self.layout, self.transform, self.augment = layout, transform, augment
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
-        # one seed per call from torch's RNG, which Lightning seeds per worker: reproducible augmentation
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+        seed = int(torch.randint(0, 2**31 - 1, ()).item()) if self.augment else int(self.indices[item])
+        rng = np.random.default_rng(seed)
         sequence = self.transform(self.store.sequence(int(self.indices[item])), self.layout, rng)
         return torch.from_numpy(sequence).permute(3, 0, 2, 1).contiguous(), int(self.labels[item])
 
@@ -171,7 +177,8 @@ class SkeletonDataModule(L.LightningDataModule):
             raise UserError(f"split {getattr(self.split, 'name', self.split)!r} leaves {len(train)} training and "
                             f"{len(test)} test samples in {self.store_dir}; choose another split or class subset")
         labels = remap[index["label"]]
-        self.train_set = SkeletonDataset(store, train, labels[train], self.layout, self.train_transform)
+        self.train_set = SkeletonDataset(store, train, labels[train], self.layout, self.train_transform,
+                                         augment=True)
         self.test_set = SkeletonDataset(store, test, labels[test], self.layout, self.eval_transform)
 
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int, sampler: Sampler | None = None) -> DataLoader:

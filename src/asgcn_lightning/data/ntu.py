@@ -9,6 +9,7 @@ who stands still, so a motion-energy rule alone would keep the noise (see :func:
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -121,26 +122,38 @@ def select_actors(skeleton: NtuSkeletonFile, max_actors: int = NUM_PERSON) -> li
     """Tracks per actor slot, most active actor first.
 
     Plausible tracks are ranked by motion energy (all tracks if none is plausible, so a sample is
-    never emptied). Each goes to the first slot it does not overlap in time — Kinect often gives
-    one person a new bodyID mid-clip, and those fragments belong to the same actor — or is dropped
-    once ``max_actors`` slots are taken.
+    never emptied). Kinect often gives one person a new bodyID mid-clip, and those fragments belong
+    to the same actor: each track joins a slot it does not overlap in time — of several, the one
+    whose body is nearest where the track begins or ends — or opens a new slot, or is dropped once
+    ``max_actors`` slots are taken.
     """
     plausible = [body for body in skeleton.bodies if spurious_reason(body, skeleton.num_frames) is None]
     candidates = sorted(plausible or skeleton.bodies, key=motion_energy, reverse=True)
     slots: list[list[BodyTrack]] = []
     occupied: list[np.ndarray] = []
     for body in candidates:
-        for slot, used in zip(slots, occupied, strict=True):
-            if not used[body.frames].any():
-                slot.append(body)
-                used[body.frames] = True
-                break
-        else:
-            if len(slots) < max_actors:
-                slots.append([body])
-                occupied.append(np.zeros(skeleton.num_frames, dtype=bool))
-                occupied[-1][body.frames] = True
+        free = [i for i, used in enumerate(occupied) if not used[body.frames].any()]
+        if free:
+            best = min(free, key=lambda i: _distance_across_the_gap(body, slots[i]))
+            slots[best].append(body)
+            occupied[best][body.frames] = True
+        elif len(slots) < max_actors:
+            slots.append([body])
+            occupied.append(np.zeros(skeleton.num_frames, dtype=bool))
+            occupied[-1][body.frames] = True
     return slots
+
+
+def _distance_across_the_gap(body: BodyTrack, slot: list[BodyTrack]) -> float:
+    """Metres between the body's centre and the slot's at the slot's frame nearest in time to the body."""
+    best_gap, distance = np.inf, np.inf
+    for track in slot:
+        for own, other in ((0, -1), (-1, 0)):  # the body after the track, or before it
+            gap = abs(int(body.frames[own]) - int(track.frames[other]))
+            if gap < best_gap:
+                best_gap = gap
+                distance = float(np.linalg.norm(body.xyz[own].mean(axis=0) - track.xyz[other].mean(axis=0)))
+    return distance
 
 
 def actor_sequence(skeleton: NtuSkeletonFile, max_actors: int = NUM_PERSON) -> tuple[np.ndarray, int]:
@@ -189,16 +202,19 @@ def prepare_ntu(
     raw_dir: str | Path | None,
     edition: int = 60,
     classes: Sequence[int | str] | None = None,
-    num_workers: int = 2,
+    num_workers: int | None = None,
 ) -> SkeletonStore:
     """Parse a folder of NTU ``.skeleton`` files (searched recursively) into a prepared store.
 
     Stores raw camera-space xyz of up to two actors per sample; labels are ``action - 1`` over the
     edition's classes even with a ``classes`` subset (1-based ids or names), so a store made for a
     subset reads the same way as a full one. Samples on the official missing-skeleton list and
-    malformed files are recorded as skipped, with the reason.
+    malformed files are recorded as skipped, with the reason. ``num_workers``: parsing processes,
+    ``None`` for one per CPU core.
     """
     _check_edition(edition)
+    if num_workers is None:
+        num_workers = os.cpu_count() or 1
     if raw_dir is None:
         raise UserError("dataset.raw_dir is not set: download the NTU RGB+D skeleton files and pass "
                         "dataset.raw_dir=<folder of .skeleton files>")
@@ -235,7 +251,7 @@ def prepare_ntu(
             if info["action"] - 1 not in wanted or (edition == 60 and info["setup"] > NTU60_SETUPS):
                 outside += 1
             elif name in missing:
-                writer.skip(path, MISSING_REASON)
+                writer.skip(path, MISSING_REASON, listed=True)
             elif name in seen:
                 writer.skip(path, f"duplicate of {seen[name]}")
             else:

@@ -10,7 +10,9 @@ A store is a folder holding
   skipped with the reason (never dropped silently); ``skipped.tsv`` lists the same as a log.
 
 :class:`StoreWriter` builds the folder under a temporary name and renames it into place only after
-everything is flushed, so a killed preparation never leaves a store that looks complete.
+everything is flushed, so a killed preparation never leaves a store that looks complete; the next
+preparation removes what a killed one left (and puts the previous store back if it was killed
+between the two renames).
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ from typing import Any
 import numpy as np
 
 from asgcn_lightning.errors import UserError
+from asgcn_lightning.orphans import orphans
 
 FORMAT_VERSION = 1
 FRAMES_FILE = "frames.f32"
 INDEX_FILE = "index.npz"
 META_FILE = "meta.json"
 SKIPPED_FILE = "skipped.tsv"
+# how a source came to be skipped: a problem with the file, or a list that says to leave it out
+PROBLEM, LISTED = "problem", "listed"
+SUMMARY_PROBLEMS = 100  # malformed files named one by one in the printed summary (all are in skipped.tsv)
 METADATA_KEYS = ("subject", "camera", "setup", "replication")
 
 
@@ -100,6 +106,7 @@ class StoreWriter:
             layout_spec=layout_spec,
         )
         self.root.parent.mkdir(parents=True, exist_ok=True)
+        self._remove_leftovers()
         self._tmp = self.root.parent / f".{self.root.name}.tmp-{os.getpid()}"
         if self._tmp.exists():
             shutil.rmtree(self._tmp)
@@ -109,6 +116,17 @@ class StoreWriter:
         self._offsets: list[int] = []
         self._lengths: list[int] = []
         self._committed = False
+
+    def _remove_leftovers(self) -> None:
+        """Delete the folders of killed preparations of this store; restore a store caught mid-swap."""
+        parent, name = self.root.parent, self.root.name
+        for old in orphans(parent, f".{name}.old-"):
+            if self.root.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:  # killed between moving the previous store aside and moving the new one in
+                os.replace(old, self.root)
+        for tmp in orphans(parent, f".{name}.tmp-"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -128,16 +146,28 @@ class StoreWriter:
         self._frames.write(np.ascontiguousarray(frames).tobytes())
         self.meta.total_frames += frames.shape[0]
 
-    def skip(self, source: str | Path, reason: str) -> None:
-        """Record a source file that could not be used, with the reason (reported, never silent)."""
-        self.meta.skipped.append({"file": str(source), "reason": reason})
+    def skip(self, source: str | Path, reason: str, *, listed: bool = False) -> None:
+        """Record a source file that could not be used, with the reason (reported, never silent).
+
+        ``listed``: left out because a list says so (e.g. the official missing-skeleton list), not
+        because the file is broken; the summary counts those instead of naming each one.
+        """
+        self.meta.skipped.append({"file": str(source), "reason": reason, "kind": LISTED if listed else PROBLEM})
+
+    def _skipped_log(self) -> str:
+        return "".join(f"{item['file']}\t{item['reason']}\n" for item in self.meta.skipped)
 
     def commit(self) -> Path:
         """Flush everything and move the finished store into place; returns ``root``."""
         if not self._records:
             self.abort()
-            raise UserError(f"{self.root}: no usable samples to store "
-                            f"({len(self.meta.skipped)} source files skipped)")
+            message = f"{self.root}: no usable samples to store"
+            if self.meta.skipped:  # the reasons must survive the failed preparation
+                log = self.root.parent / f"{self.root.name}.{SKIPPED_FILE}"
+                _write_atomically(log, self._skipped_log())
+                first = "; ".join(f"{Path(item['file']).name}: {item['reason']}" for item in self.meta.skipped[:3])
+                message += f" ({len(self.meta.skipped)} source files skipped, all listed in {log}; first: {first})"
+            raise UserError(message)
         self._frames.flush()
         os.fsync(self._frames.fileno())
         self._frames.close()
@@ -148,10 +178,12 @@ class StoreWriter:
         }
         for key in ("label", *METADATA_KEYS, "bodies"):
             columns[key] = np.array([getattr(r, key) for r in self._records], dtype=np.int32)
-        np.savez(self._tmp / INDEX_FILE, **columns)
+        with open(self._tmp / INDEX_FILE, "wb") as handle:
+            np.savez(handle, **columns)
+            handle.flush()
+            os.fsync(handle.fileno())
         if self.meta.skipped:
-            lines = [f"{item['file']}\t{item['reason']}" for item in self.meta.skipped]
-            (self._tmp / SKIPPED_FILE).write_text("\n".join(lines) + "\n")
+            (self._tmp / SKIPPED_FILE).write_text(self._skipped_log())
         self.meta.num_samples = len(self._records)
         self.meta.created = time.strftime("%Y-%m-%dT%H:%M:%S")
         with open(self._tmp / META_FILE, "w") as handle:
@@ -236,17 +268,42 @@ class SkeletonStore:
         return state
 
 
+def _files(count: int, noun: str = "file") -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def print_prepare_summary(store: SkeletonStore, console: Any = None) -> None:
-    """Tell the user what a preparation produced and which source files it skipped, and why."""
+    """Tell the user what a preparation produced and which source files it skipped, and why.
+
+    Files skipped because a list says so are counted per reason; broken files are named one by one
+    (the first :data:`SUMMARY_PROBLEMS`), so the few truncated files of a 114 k-file download are not
+    hidden behind the hundreds of listed ones.
+    """
+    from collections import Counter
+
     from rich.console import Console
 
     console = console or Console(stderr=True)
     meta = store.meta
     console.print(f"[bold]{meta.dataset}[/]: {meta.num_samples} samples, {meta.total_frames} frames, "
                   f"{len(meta.class_names)} classes, layout {meta.layout} → {store.root}")
-    if meta.skipped:
-        console.print(f"[yellow]{len(meta.skipped)} source files skipped[/] (listed in {store.root / SKIPPED_FILE}):")
-        for item in meta.skipped[:20]:
-            console.print(f"  {item['file']}: {item['reason']}")
-        if len(meta.skipped) > 20:
-            console.print(f"  … and {len(meta.skipped) - 20} more")
+    if not meta.skipped:
+        return
+    console.print(f"[yellow]{_files(len(meta.skipped), 'source file')} skipped[/] "
+                  f"(listed in {store.root / SKIPPED_FILE}):")
+    listed = Counter(item["reason"] for item in meta.skipped if item.get("kind") == LISTED)
+    for reason, count in listed.most_common():
+        console.print(f"  {_files(count)} {reason}")
+    problems = [item for item in meta.skipped if item.get("kind") != LISTED]
+    if problems:
+        console.print(f"  {_files(len(problems))} unusable:")
+    for item in problems[:SUMMARY_PROBLEMS]:
+        console.print(f"    {item['file']}: {item['reason']}")
+    if len(problems) > SUMMARY_PROBLEMS:
+        console.print(f"    … and {len(problems) - SUMMARY_PROBLEMS} more in {store.root / SKIPPED_FILE}")

@@ -183,8 +183,10 @@ class Stream:
                 out[:, :, child] = sequence[:, :, child] - sequence[:, :, parent]
             out *= _present(sequence)
         if self.kind.endswith("motion"):
+            # only between two observed frames: a body entering or leaving is no motion
+            present = _present(out)
             motion = np.zeros_like(out)
-            motion[:-1] = out[1:] - out[:-1]
+            motion[:-1] = (out[1:] - out[:-1]) * (present[1:] & present[:-1])
             out = motion
         return out
 
