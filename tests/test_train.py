@@ -24,8 +24,10 @@ def _metrics_rows(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_fast_dev_run_trains_validates_and_tests(compose):
-    cfg = compose([*FAST, "logger=csv", "+trainer.fast_dev_run=true"])
+def test_fast_dev_run_trains_validates_and_tests_without_any_logger(compose):
+    """logger=none with the default callbacks: the learning-rate monitor, which needs a logger, is left out."""
+    cfg = compose([*FAST, "logger=none", "+trainer.fast_dev_run=true"])
+    assert cfg.callbacks.learning_rate_monitor is not None
     metrics = train(cfg)
     assert {"train/loss", "val/acc_top1", "test/acc_top1"} <= set(metrics)
 
@@ -38,6 +40,12 @@ def test_training_learns_and_writes_checkpoint_csv_and_confusion_png(compose):
     losses = [float(r["train/loss_epoch"]) for r in _metrics_rows(run) if r.get("train/loss_epoch")]
     assert len(losses) == 4 and losses[-1] < 0.6 * losses[0]
     assert (run / "checkpoints" / "last.ckpt").is_file()
+    # the best checkpoint (the first epoch with the highest accuracy) is named by its epoch and metric
+    accuracies = [float(r["val/acc_top1"]) for r in _metrics_rows(run) if r.get("val/acc_top1")]
+    best = accuracies.index(max(accuracies))
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.ckpt")) == \
+        [f"epoch{best:03d}-acc{max(accuracies):.4f}.ckpt", "last.ckpt"]
+    assert metrics["best/val/acc_top1"] == pytest.approx(max(accuracies))
     assert (run / "confusion_val.png").stat().st_size > 10_000
     assert (run / "per_class_test.csv").read_text().startswith("class,samples,accuracy")
 

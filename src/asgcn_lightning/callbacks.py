@@ -3,29 +3,67 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.visual.confusion import confusion_figure, per_class_accuracy
 
 
 class StageAwareModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
-    """ModelCheckpoint that tolerates epochs without the monitored metric.
+    """ModelCheckpoint that tolerates epochs without the monitored metric and keeps its ranking on resume.
 
     During AIM pretraining there is no classifier metric yet: those epochs still refresh
     ``last.ckpt`` (so a resume inside the AIM stage works) but do not compete for "best".
+
+    The best score is also put into ``trainer.callback_metrics`` as ``best/<monitor>`` (what
+    ``train.py`` gives a sweeper): from there it reaches the main process of a spawned DDP run,
+    to which Lightning sends back only the best checkpoint's path.
     """
 
     def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
         if self.monitor is not None and self.monitor not in monitor_candidates:
             return
         super()._save_topk_checkpoint(trainer, monitor_candidates)
+        if self.best_model_score is not None:
+            trainer.callback_metrics[f"best/{self.monitor}"] = self.best_model_score.detach().clone()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the best checkpoints' ranking when the resumed run writes into another folder.
+
+        Lightning drops it then ("dirpath has changed"), so the first validation after the resume
+        would become the new "best" however bad it is. The old run's files keep competing (scores
+        and paths); those deleted since are left out, since a score without its file would leave the
+        run without a best checkpoint. Files outside this run's folder are never deleted, so a better
+        checkpoint of the resumed run does not remove the old run's.
+        """
+        previous_dir = state_dict.get("dirpath", self.dirpath)
+        if previous_dir == self.dirpath or state_dict.get("monitor") != self.monitor or self.save_top_k == 0:
+            super().load_state_dict(state_dict)
+            return
+        scores = state_dict.get("best_k_models", {})
+        kept = {path: score for path, score in scores.items() if self._fs.exists(path)}
+        if len(kept) < len(scores):
+            rank_zero_warn(f"best checkpoints of the resumed run no longer exist, left out of the ranking: "
+                           f"{sorted(set(scores) - set(kept))}")
+        ranked = sorted(kept, key=lambda path: float(kept[path]), reverse=self.mode == "max")
+        self.best_k_models = {path: kept[path] for path in ranked[: self.save_top_k if self.save_top_k > 0 else None]}
+        if self.best_k_models:
+            self.best_model_path, self.kth_best_model_path = ranked[0], list(self.best_k_models)[-1]
+            self.best_model_score, self.kth_value = kept[ranked[0]], kept[self.kth_best_model_path]
+            rank_zero_info(f"resumed from {previous_dir}: its best {self.monitor} {float(self.best_model_score):.4f}"
+                           f" ({self.best_model_path}) stays the score to beat")
+
+    def _should_remove_checkpoint(self, trainer: L.Trainer, previous: str, current: str) -> bool:
+        # Lightning keeps files outside this run's folder on local disks only; the ranking kept by
+        # load_state_dict may name another run's files on remote storage too
+        inside = PurePosixPath(str(previous)).is_relative_to(PurePosixPath(str(self.dirpath)))
+        return inside and super()._should_remove_checkpoint(trainer, previous, current)
 
 
 class ConfusionMatrixReport(L.Callback):
@@ -90,14 +128,12 @@ class ALinkReport(L.Callback):
             return
         from asgcn_lightning.visual.alinks import alink_figure
 
-        # reading a sample draws its augmentation seed from torch's RNG: keep training's stream untouched
-        with torch.random.fork_rng(devices=[]):
-            sample, label = dataset[self.sample_index % len(dataset)]
+        sample, label = dataset[self.sample_index % len(dataset)]  # held-out samples draw nothing at random
         names = pl_module.class_names or []
         title = f"A-links, epoch {trainer.current_epoch}: a sample of {names[label] if names else label}"
         try:
             figure = alink_figure(network, sample.cpu(), top_k=self.top_k, title=title)
-        except UserError as error:  # e.g. nobody in the sample's middle frame: a picture is not worth a run
+        except UserError as error:  # e.g. the person is absent from every frame: a picture is not worth a run
             rank_zero_warn(f"A-link picture skipped: {error}")
             return
         self.dirpath.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,11 @@ class _AllReduceSum(torch.autograd.Function):
         return grad
 
 
+def runs_on_cpu(accelerator: str) -> bool:
+    """Whether ``trainer.accelerator`` trains on CPUs: ``cpu``, or ``auto`` on a machine without CUDA."""
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
 def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     """Differentiable sum over all processes (torch.distributed.nn's version is deprecated)."""
     return _AllReduceSum.apply(tensor)
@@ -77,7 +82,7 @@ class SyncBatchNormPlugin(TorchSyncBatchNorm):
 
     def __init__(self, enabled: bool = True, accelerator: str = "auto") -> None:
         self.enabled = enabled
-        self.on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+        self.on_cpu = runs_on_cpu(accelerator)
 
     def apply(self, model: nn.Module) -> nn.Module:
         if not self.enabled:

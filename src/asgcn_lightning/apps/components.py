@@ -12,11 +12,12 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from asgcn_lightning.data.datamodule import SkeletonDataModule
 from asgcn_lightning.data.transforms import Stream
+from asgcn_lightning.distributed import runs_on_cpu
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.memory import set_malloc_mmap_threshold
 from asgcn_lightning.models.module import ActionRecognitionModule
@@ -77,9 +78,15 @@ def close_loggers(trainer: L.Trainer) -> None:
 
 
 def build_trainer(cfg: DictConfig, loggers: list[Any] | None = None) -> L.Trainer:
+    if str(cfg.trainer.get("precision")) in ("16-mixed", "16") and runs_on_cpu(cfg.trainer.get("accelerator", "auto")):
+        # Lightning would warn and train in bf16-mixed instead: another run than the one asked for
+        raise UserError("trainer.precision=16-mixed (fp16 autocast with loss scaling) needs a GPU; on CPUs use "
+                        "trainer.precision=bf16-mixed")
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress-bar callback then
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
+    if not loggers:  # Lightning refuses a learning-rate monitor with nowhere to log (logger=none)
+        callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
     callbacks.append(RandomStateCheckpoint())  # not optional: without it no resume is exact
     return instantiate(cfg.trainer, logger=loggers if loggers is not None else False, callbacks=callbacks)
 

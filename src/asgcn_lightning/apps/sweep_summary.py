@@ -4,7 +4,9 @@ Reads every job's ``.hydra/overrides.yaml`` and the ``metrics.json`` that ``trai
 end of a run, prints the jobs (only the overrides that differ between them) and the metric per
 override value as rich tables, and writes the same as ``sweep_summary.json`` in the folder. The
 metric and its direction default to the sweep's own: ``optimized_metric`` of the job config and
-the Optuna sweeper's ``direction`` (else higher is better).
+the Optuna sweeper's ``direction`` (else higher is better). A job's value is the best checkpoint's
+score (``best/<metric>``) where the run ranked its checkpoints by that metric, as the sweeper got
+it, else the last value logged.
 """
 
 from __future__ import annotations
@@ -78,7 +80,8 @@ def read_jobs(multirun_dir: Path, metric: str | None) -> tuple[list[Job], str, s
         value, status = None, "no metrics.json: failed or still running"
         if metrics_file.is_file():
             metrics = json.loads(metrics_file.read_text())
-            value = metrics.get(metric) if metric else None
+            # the best checkpoint's score where the run ranked its checkpoints by the metric: what the sweeper got
+            value = metrics.get(f"best/{metric}", metrics.get(metric)) if metric else None
             status = "ok" if value is not None else f"{metric} not logged"
         name = str(job_dir.relative_to(multirun_dir))
         jobs.append(Job(name, str(job_dir), _override_items(OmegaConf.load(path)), value, status))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
@@ -41,7 +42,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg, build_loggers(cfg))
     check_sweep_launch(trainer)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # best/<monitor>: see callbacks.py
     if cfg.get("test_after_fit"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
@@ -56,15 +57,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def check_sweep_launch(trainer: L.Trainer) -> None:
-    """Refuse DDP that re-runs ``train.py`` inside ``-m``: each relaunched process would run the whole sweep.
+    """Refuse the launches that run ``train.py`` many times inside ``-m``: each copy would run the whole sweep.
 
     Its copies would start their own sweeper (own Optuna study, own sweep folder) and only line up
-    with the parent's jobs by luck; a job with another device count hangs. Spawned workers
-    (``start_method=spawn``) or processes started by SLURM/torchrun run one job each.
+    with the parent's jobs by luck; a job with another device count hangs. That is DDP that re-runs
+    ``train.py`` (``start_method=popen``) and ``torchrun train.py -m``. Spawned workers
+    (``start_method=spawn``) or tasks started by the SLURM launcher run one job each.
     """
+    if not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        return
+    if dist.is_torchelastic_launched():
+        raise UserError("torchrun starts train.py once per process, and with -m each of them would run the whole "
+                        "sweep; sweep with trainer=ddp_spawn on one machine or hydra/launcher=slurm on a cluster "
+                        "(see docs/scaling.md)")
     launcher = trainer.strategy.launcher
-    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN \
-            and isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1 \
+    if isinstance(launcher, _SubprocessScriptLauncher) and launcher.num_processes > 1 \
             and not trainer.strategy.cluster_environment.creates_processes_externally:
         raise UserError("DDP with start_method=popen re-runs train.py, which inside a sweep (-m) runs the "
                         "whole sweep again; use trainer.strategy.start_method=spawn (trainer=ddp_spawn) or "
@@ -74,12 +81,16 @@ def check_sweep_launch(trainer: L.Trainer) -> None:
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry; returns the optimised metric for sweepers (``optimized_metric`` in the config)."""
+    """Hydra entry; returns the optimised metric for sweepers (``optimized_metric`` in the config).
+
+    For the metric the checkpoints are ranked by, that is the best checkpoint's score, not the last
+    epoch's: the sweeper then compares the models the runs keep.
+    """
     metrics = train(cfg)
     name = cfg.get("optimized_metric")
     if name and name not in metrics:
         raise UserError(f"optimized_metric {name!r} was not logged; logged metrics are {sorted(metrics)}")
-    return metrics[name] if name else None
+    return metrics.get(f"best/{name}", metrics[name]) if name else None
 
 
 if __name__ == "__main__":
