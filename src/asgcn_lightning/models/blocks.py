@@ -191,7 +191,13 @@ class TemporalConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Joint-major ``(B, V, C, T)`` → ``(B, V, C, T / stride)``."""
         weight = self.conv.weight.view(*self.conv.weight.shape[:2], 1, -1)  # time is the images' last axis
-        y = self.bn(F.conv2d(as_images(x), weight, self.conv.bias, (1, self.stride), (0, self.padding)))
+        frames, padding = x.shape[-1], self.padding
+        if frames <= padding:
+            # Taps that can only meet the zero padding are dropped (same output, same positions): on a
+            # CPU, oneDNN's bf16 weight gradient of a 1-frame input under a 3-tap kernel comes out
+            # non-finite now and then (the prediction head's last blocks), which would poison training.
+            weight, padding = weight[..., padding - frames + 1:padding + frames], frames - 1
+        y = self.bn(F.conv2d(as_images(x), weight, self.conv.bias, (1, self.stride), (0, padding)))
         return y.view(*x.shape[:3], -1)
 
 
