@@ -2,8 +2,8 @@
 
 Three small models are trained once per session on real machinery (the Trainer, checkpoints, the
 run's saved config): an NTU-layout model on three synthetic classes, an OpenPose BODY_25 model on
-the real soccer-kick OpenPose fixtures, and an AS-GCN with A-links (a few batches: its weights
-only need to exist for export parity and the A-link picture).
+the real soccer-kick OpenPose fixtures (the bench's demo model), and an AS-GCN with A-links (a few
+batches: its weights only need to exist for export parity and the A-link picture).
 """
 
 from __future__ import annotations
@@ -21,14 +21,22 @@ from omegaconf import OmegaConf
 from PIL import Image
 from rich.console import Console
 
-from asgcn_lightning.apps.demo import run_demo, video_frames
+from asgcn_lightning import bench
+from asgcn_lightning.apps import demo
+from asgcn_lightning.apps.demo import JsonPoses, run_demo, video_frames
 from asgcn_lightning.apps.localise import localise, localise_input, merge_windows, owned_spans
-from asgcn_lightning.apps.predict import SkeletonInput, load_recogniser, predict, read_inputs
+from asgcn_lightning.apps.predict import SkeletonInput, load_recogniser, people_to_sequence, predict, read_inputs
 from asgcn_lightning.apps.train import train
+from asgcn_lightning.data.formats.openpose_json import group_frame_files, read_openpose_frame, read_openpose_sequence
+from asgcn_lightning.data.ntu import prepare_ntu
 from asgcn_lightning.data.store import SkeletonStore
+from asgcn_lightning.data.tracking import normalise_by_extent
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.export import example_batch, export, export_model, parity
+from asgcn_lightning.models.asgcn import ASGCN
+from asgcn_lightning.models.layouts import make_layout
 from asgcn_lightning.visual.__main__ import main as pictures
+from asgcn_lightning.visual.alinks import alink_figure, drawn_frame
 
 FAST = ["trainer=cpu", "dataset.num_workers=0", "trainer.enable_progress_bar=false", "logger=csv",
         "callbacks.rich_progress_bar=null", "callbacks.confusion_matrix=null", "callbacks.throughput=null"]
@@ -65,17 +73,10 @@ def synthetic_ckpt(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> 
 
 
 @pytest.fixture(scope="session")
-def openpose_ckpt(tmp_path_factory: pytest.TempPathFactory, data_dir: Path, fixtures_dir: Path) -> Path:
-    """A BODY_25 model on the 20 real soccer kicks, labelled curl or laces (the kick type)."""
-    kicks = fixtures_dir / "openpose" / "soccer_kicks"
-    table = np.load(kicks / "labels.npy", allow_pickle=True)
-    labels = tmp_path_factory.mktemp("kick_labels") / "labels.csv"
-    labels.write_text("video,label\n" + "".join(f"Kick_{row[0]},{('curl', 'laces')[row[4]]}\n" for row in table))
-    store = tmp_path_factory.mktemp("kick_store") / "kicks"
-    return _train_run(tmp_path_factory.mktemp("openpose_run"), data_dir, [
-        "model=tiny", "dataset=openpose_folder", f"dataset.root={kicks / 'json'}", f"dataset.labels={labels}",
-        f"dataset.store_dir={store}", "dataset.num_person=1", "dataset.auto_prepare=true", "split=random",
-        "trainer.max_epochs=2", "test_after_fit=false"])
+def openpose_ckpt(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Path:
+    """A BODY_25 model on the 20 real soccer kicks, labelled curl or laces (the kick type): the bench's demo model."""
+    return bench.train_kick_model(fixtures_dir / "openpose" / "soccer_kicks", tmp_path_factory.mktemp("openpose_run"),
+                                  store_dir=tmp_path_factory.mktemp("kick_store") / "kicks")
 
 
 @pytest.fixture(scope="session")
@@ -154,20 +155,49 @@ def test_predict_store_sample_gives_sorted_top_k_table_and_json(synthetic_ckpt, 
     assert result["top_k"][0]["class"] == "squat", result
 
 
-def test_predict_ntu_skeleton_file_into_ntu_layout_model(synthetic_ckpt, tmp_path, data_dir, fixtures_dir):
-    path = fixtures_dir / "ntu" / "skeletons" / "S001C001P001R001A024.skeleton"  # kicking something
+def test_predict_ntu_skeleton_file_matches_the_same_sample_prepared_into_a_store(synthetic_ckpt, tmp_path, data_dir,
+                                                                                  fixtures_dir):
+    """A raw ``.skeleton`` file is read and preprocessed exactly as preparation stores it: the NTU fixtures
+    prepared into a store and read back as ``store:<name>`` give the same probabilities."""
+    names = ["S001C001P001R001A001", "S001C001P001R001A024", "S001C001P001R001A050"]  # one, noise body, two people
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in names:
+        (raw / f"{name}.skeleton").symlink_to(fixtures_dir / "ntu" / "skeletons" / f"{name}.skeleton")
+    prepare_ntu(tmp_path / "ntu60", raw_dir=raw, num_workers=1)
+    path = raw / f"{names[1]}.skeleton"
     report = predict(_compose("predict", synthetic_ckpt, tmp_path, data_dir, f"input={path}"))
     (result,) = report["predictions"]
     assert result["name"] == path.stem and result["frames"] > 30 and len(result["top_k"]) == 3
-    assert {row["class"] for row in result["top_k"]} == set(SYNTHETIC_CLASSES)
+
+    recogniser = load_recogniser(_compose("predict", synthetic_ckpt, tmp_path, data_dir))
+    from_files = [item for name in names for item in read_inputs(str(raw / f"{name}.skeleton"), recogniser)]
+    # the synthetic run's model reads the NTU store: its classes are not NTU's, so no subset applies
+    recogniser.cfg.dataset.store_dir, recogniser.cfg.dataset.classes = str(tmp_path / "ntu60"), None
+    from_store = [item for name in names for item in read_inputs(f"store:{name}", recogniser)]
+    assert [item.label for item in from_store] == ["drink water", "kicking something", "punching/slapping other person"]
+    assert [len(a.sequence) for a in from_files] == [len(b.sequence) for b in from_store]
+    files = recogniser.probabilities([item.window() for item in from_files])
+    stored = recogniser.probabilities([item.window() for item in from_store])
+    np.testing.assert_allclose(files, stored, atol=1e-5)
+    assert not np.allclose(files, np.roll(stored, 1, axis=0), atol=1e-5)  # another sample's would not do
+    by_class = {row["class"]: row["probability"] for row in result["top_k"]}
+    np.testing.assert_allclose([by_class[c] for c in recogniser.class_names], files[1], atol=1e-6)
 
 
-def test_predict_openpose_folder_classifies_every_video(openpose_ckpt, tmp_path, data_dir, fixtures_dir):
+def test_predict_openpose_folder_matches_the_prepared_store(openpose_ckpt, tmp_path, data_dir, fixtures_dir):
+    """Every video of an OpenPose folder is tracked and normalised as preparation did: its probabilities are
+    those of ``store:<video>``, the sample the model was trained or validated on."""
     folder = fixtures_dir / "openpose" / "soccer_kicks" / "json"
     report = predict(_compose("predict", openpose_ckpt, tmp_path, data_dir, f"input={folder}", "top_k=2"))
     names = [r["name"] for r in report["predictions"]]
     assert len(names) == 20 and "Kick_1" in names
-    assert all({row["class"] for row in r["top_k"]} == {"curl", "laces"} for r in report["predictions"])
+    recogniser = load_recogniser(_compose("predict", openpose_ckpt, tmp_path, data_dir))
+    stored = recogniser.probabilities([read_inputs(f"store:{name}", recogniser)[0].window() for name in names])
+    predicted = np.array([[{row["class"]: row["probability"] for row in r["top_k"]}[c] for c in recogniser.class_names]
+                          for r in report["predictions"]])
+    np.testing.assert_allclose(predicted, stored, atol=1e-5)
+    assert not np.allclose(predicted, np.roll(stored, 1, axis=0), atol=1e-5)  # another video's would not do
 
 
 def test_predict_video_estimates_poses_with_the_builtin_backend(openpose_ckpt, short_video, tmp_path, data_dir):
@@ -226,15 +256,63 @@ def test_localisation_finds_the_change_between_two_actions(synthetic_ckpt, tmp_p
 
 
 # -- demo --------------------------------------------------------------------------------------------
+def _frame(path: Path, index: int) -> np.ndarray:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+    ok, frame = capture.read()
+    capture.release()
+    assert ok, (path, index)
+    return frame.astype(np.float32)
+
+
 def test_demo_offline_writes_a_playable_annotated_video(openpose_ckpt, short_video, tmp_path, data_dir):
     report = run_demo(_compose("demo", openpose_ckpt, tmp_path, data_dir, f"input={short_video}", "window=32",
                                "every=8", "min_frames=16"))
     frames, fps, size = video_frames(report.output)
     assert (frames, size) == (60, (340, 256)) and fps == pytest.approx(30, abs=0.1)
-    assert report.mode == "offline" and report.frames == 60 and report.fps > 0
+    assert report.mode == "offline" and report.frames == 60 and report.fps > 0 and not report.interrupted
     assert [c.frame for c in report.classifications] == [15, 23, 31, 39, 47, 55]
     saved = json.loads((tmp_path / "out" / "demo.json").read_text())
     assert saved["classifications"][0]["top_k"][0]["class"] in ("curl", "laces")
+    # frame 40 shows the classification of frame 39: the label in white in the (black) band on top, and a bar
+    # chart at the bottom left whose orange bars are as long as the probabilities (340 px wide: bars of 113 px)
+    drawn, original = _frame(Path(report.output), 40), _frame(short_video, 40)
+    white = (drawn[:20] > 170).all(axis=-1)
+    assert white.sum() > 60 and not (original[:20] > 170).all(axis=-1).any()
+    assert np.flatnonzero(white.any(axis=0)).max() < 120  # "laces 0.55" or "curl 0.61", from the left edge
+    for rank, middle in enumerate((231, 243)):  # the middle rows of the two bars, inside their grey outline
+        probability = report.classifications[3].top_k[rank]["probability"]
+        row, before = drawn[middle, 5:117], original[middle, 5:117]
+        orange = (row[:, 2] > 170) & (row[:, 1] > 100) & (row[:, 1] < 220) & (row[:, 0] < 90)
+        assert abs(orange.sum() - (round(113 * probability) - 1)) <= 3, (rank, orange.sum(), probability)
+        assert not ((before[:, 2] > 170) & (before[:, 0] < 90)).any()
+    untouched = (slice(40, 200), slice(0, 30))  # left edge, between the band and the chart: nobody there
+    assert np.abs(drawn[untouched] - original[untouched]).mean() < 4
+
+
+def test_demo_from_a_stream_url_stops_cleanly_on_ctrl_c(openpose_ckpt, short_video, tmp_path, data_dir, monkeypatch):
+    """A ``file://`` URL takes the camera/stream path of ``open_capture`` (live: real time, no video written);
+    Ctrl+C after 40 frames ends the run like the end of a video, and the report is still written."""
+    read_frames = demo.frames_of
+
+    def interrupted(capture, max_frames):
+        for count, frame in enumerate(read_frames(capture, max_frames)):
+            if count == 40:
+                raise KeyboardInterrupt
+            yield frame
+
+    monkeypatch.setattr(demo, "frames_of", interrupted)
+    report = run_demo(_compose("demo", openpose_ckpt, tmp_path, data_dir, f"input=file://{short_video}",
+                               "window=32", "min_frames=16", "every=8"))
+    assert report.mode == "real time" and report.output is None and report.interrupted
+    assert report.frames == 40 and report.fps > 0
+    assert report.classifications and report.classifications[0].frame == 15  # the first window always runs
+    assert all(c.frame in (15, 23, 31, 39) for c in report.classifications)
+    saved = json.loads((tmp_path / "out" / "demo.json").read_text())
+    assert saved["frames"] == 40 and saved["interrupted"] and saved["fps"] == pytest.approx(report.fps)
+    assert not list((tmp_path / "out").glob("*.mp4"))
 
 
 def test_demo_real_time_on_onnx_with_a_video_standing_in_for_the_camera(openpose_ckpt, short_video, tmp_path,
@@ -263,10 +341,48 @@ def test_demo_with_given_openpose_json(openpose_ckpt, tmp_path, data_dir, fixtur
     assert video_frames(report.output)[:2] == (56, pytest.approx(29.97, abs=0.01))
 
 
+def test_demo_matches_openpose_files_to_frames_by_their_number(openpose_ckpt, tmp_path, data_dir, fixtures_dir):
+    """Files numbered from 1 with frames 37-48 missing: each file is the frame its name says, not the next in line."""
+    kicks = fixtures_dir / "openpose" / "soccer_kicks"
+    (files,) = group_frame_files((kicks / "json").glob("Kick_1_*_keypoints.json"))[0].values()
+    poses = tmp_path / "kick1"
+    poses.mkdir()
+    for original, path in enumerate(files):  # the fixture numbers 0..89 without a gap
+        if not 36 <= original <= 47:
+            (poses / f"Kick_1_{original + 1:012d}_keypoints.json").symlink_to(path)
+    given = JsonPoses(poses)
+    assert given(0, None).shape == (0, 25, 3) and given(40, None).shape == (0, 25, 3)
+    np.testing.assert_array_equal(given(49, None), read_openpose_frame(files[48]))
+    assert given(81, None).shape == (1, 25, 3) and given(82, None).shape == (0, 25, 3)  # the kicker's last file
+    report = run_demo(_compose("demo", openpose_ckpt, tmp_path, data_dir, f"input={kicks / 'video' / 'kick_01.mp4'}",
+                               f"poses={poses}", "max_frames=56", "window=16", "min_frames=12", "every=8"))
+    # the kicker (files 36.. of the fixture) is in frames 49.. now; by position the window of frame 43 had him
+    assert [c.frame for c in report.classifications] == [51]
+
+
+def test_bench_measures_the_demo_in_each_mode(openpose_ckpt, short_video, tmp_path, capsys):
+    result = bench.measure_demo(openpose_ckpt, short_video, 1, tmp_path, max_frames=40)
+    assert list(result["modes"]) == list(bench.DEMO_MODES) and result["frames"] == 40 and result["runs"] == 1
+    # window 64, first at 32 frames, every 8: frames 31 and 39; offline classifies every one of them
+    counts = {mode: figures["classifications"] for mode, figures in result["modes"].items()}
+    assert counts["offline torch"] == counts["offline onnx"] == 2 and 1 <= counts["real time onnx"] <= 2
+    assert len(list(tmp_path.glob("offline_*_0/*_demo.mp4"))) == 2 and not list(tmp_path.glob("real_time_*/*.mp4"))
+    medians = [mode["fps_median"] for mode in result["modes"].values()]
+    assert all(mode["fps_median"] == mode["fps"][0] > 0 for mode in result["modes"].values())
+    assert result["fps_slowest_median"] == min(medians)
+    target = bench.check_targets({"models": {}, "demo": result})["demo_fps"]
+    assert target == {"value": min(medians), "target": ">= 25.0", "met": min(medians) >= 25}
+    skipped = bench.run_demo_bench(tmp_path / "no_fixtures", quick=True)
+    assert "ta_chi.mp4 not found" in skipped["skipped"]
+    assert bench.check_targets({"models": {}, "demo": skipped})["demo_fps"]["met"] is None
+    bench.print_demo(result, Console(width=200))
+    assert "real time onnx" in capsys.readouterr().out
+
+
 # -- export ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_matches_eager_pytorch(asgcn_ckpt, fmt, tmp_path, data_dir):
-    cfg = _compose("predict", asgcn_ckpt, tmp_path, data_dir, f"format={fmt}",
+    cfg = _compose("export", asgcn_ckpt, tmp_path, data_dir, f"format={fmt}",
                    f"export_path={tmp_path / ('model.' + fmt)}")
     result = export(cfg)
     assert result["max_abs_difference"] < 1e-4 and Path(result["path"]).is_file()
@@ -276,6 +392,17 @@ def test_export_matches_eager_pytorch(asgcn_ckpt, fmt, tmp_path, data_dir):
     assert parity(recogniser, result["path"], fmt, noise) < 1e-4
     with pytest.raises(UserError, match="format='tflite'"):
         export_model(recogniser, "tflite")
+
+
+def test_export_command_logs_under_its_own_task(asgcn_ckpt, tmp_path, data_dir):
+    done = subprocess.run([sys.executable, "-m", "asgcn_lightning.export", f"ckpt_path={asgcn_ckpt}",
+                           f"export_path={tmp_path / 'model.onnx'}", f"paths.data_dir={data_dir}",
+                           f"paths.log_dir={tmp_path / 'logs'}", "torch_threads=1"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    (run,) = (tmp_path / "logs").glob("*/runs/*")
+    assert run.parent.parent.name == "export" and (tmp_path / "model.onnx").is_file()
+    assert OmegaConf.load(run / ".hydra" / "config.yaml").task_name == "export"
 
 
 # -- pictures ----------------------------------------------------------------------------------------
@@ -298,3 +425,33 @@ def test_pictures_of_data_and_models(synthetic_ckpt, asgcn_ckpt, tmp_path, data_
     with pytest.raises(SystemExit) as stopped:
         pictures(["alinks", "store:3", "--ckpt", str(synthetic_ckpt), "--out", str(out / "none.png")])
     assert stopped.value.code == 2  # a model without A-links: one clear line, not a traceback
+
+
+def _kick_sample(fixtures_dir: Path, frames: int) -> np.ndarray:
+    """The first ``frames`` frames of the real Kick_1 as a network input ``(C, T, V, M)``: the kicker from frame 36."""
+    (files,) = group_frame_files((fixtures_dir / "openpose" / "soccer_kicks" / "json").glob("Kick_1_*"))[0].values()
+    people = people_to_sequence(read_openpose_sequence(files[:frames]), 1, "Kick_1")
+    return normalise_by_extent(people).transpose(3, 0, 2, 1)
+
+
+def test_alink_picture_of_an_image_layout_stands_upright_at_a_frame_with_the_person(fixtures_dir):
+    """OpenPose y grows down the image: the picture flips its axis so the head is on top. In the first 60
+    frames of the kick nobody is in the middle frame (30), so the body is drawn at frame 36, the nearest."""
+    layout = make_layout("openpose25")
+    network = ASGCN(2, layout, num_person=1, channels=(16, 16), strides=(1, 1), max_hop=2, aim_hidden=16,
+                    aim_input_frames=12, predict_frames=4)
+    sample = _kick_sample(fixtures_dir, 60)
+    assert not np.abs(sample[:, 30]).sum() and drawn_frame(sample, 0) == 36
+    figure = alink_figure(network, sample, top_k=5)
+    assert figure.texts[0].get_text().endswith("frame 36")
+    nose, ankle = sample[:2, 36, 0, 0], sample[:2, 36, 11, 0]  # 0 Nose, 11 RAnkle
+    assert nose[1] < ankle[1]  # image coordinates: the head has the smaller y
+    for panel in figure.axes:
+        low, high = panel.get_ylim()
+        assert low > high  # inverted
+        (_, nose_up), (_, ankle_up) = panel.transData.transform([nose, ankle])
+        assert nose_up > ankle_up  # on the picture the head is above the feet
+    with pytest.raises(UserError, match="person 0 is absent from frame 30"):
+        drawn_frame(sample, 0, frame=30)
+    with pytest.raises(UserError, match="absent from every frame"):
+        drawn_frame(sample[:, :30], 0)

@@ -1,6 +1,7 @@
-"""Benchmark suite (``make bench``): training and inference speed, memory and FLOPs, data loading, NTU parsing.
+"""Benchmark suite (``make bench``): training and inference speed, memory, FLOPs, data loading, NTU parsing, demo fps.
 
     python -m asgcn_lightning.bench [--quick] [--configs reference default stgcn] [--threads N] [--profile]
+                                    [--skip-data] [--skip-demo]
 
 Each model configuration is measured in a fresh subprocess, so its peak memory is its own: the
 resident set's high-water mark (reset through ``/proc/self/clear_refs``) minus the resident set
@@ -9,7 +10,9 @@ for the backward pass, which no allocator slack inflates. Times are medians over
 after a warm-up run, in wall and in process CPU seconds; FLOPs come from
 :class:`torch.utils.flop_counter.FlopCounterMode` on the warm-up run and are set against an fp32
 matrix product timed in the same process just before, so that the ratio holds on a machine
-shared with other work. Results go to ``bench/results/<timestamp>.json`` and a table.
+shared with other work. The demo part trains a tiny BODY_25 model on the soccer-kick fixtures and
+runs ``demo.py`` on a real video, offline and in real-time mode, on PyTorch and onnxruntime, and
+reports the median end-to-end frame rate. Results go to ``bench/results/<timestamp>.json`` and a table.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from asgcn_lightning.memory import set_malloc_mmap_threshold
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
+FIXTURES_DIR = REPO_ROOT.parent / "shared" / "fixtures"  # the real recordings of a dev checkout (not shipped)
 
 # model=<name> with the input the figures are quoted for; frames/classes None: the data set's
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -46,7 +50,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
 REFERENCE_FIGURES = {"train_s_per_sample": 6.4, "infer_s_per_sample": 2.05, "rss_gb_per_sample": 1.6,
                      "train_gflop_per_sample": 206.6, "stgcn_train_s_per_sample": 1.7}
 TARGETS = {"train_s_per_sample": 2.5, "rss_gb_per_sample": 0.4, "matmul_fraction": 0.7, "loader_margin": 20.0,
-           "prepare_files_per_s": 290.0}
+           "prepare_files_per_s": 290.0, "demo_fps": 25.0}
+# demo.py overrides of each measured mode: offline writes the annotated video, real time draws and drops it
+DEMO_MODES: dict[str, list[str]] = {
+    "offline torch": [],
+    "offline onnx": ["backend=onnx"],
+    "real time torch": ["realtime=true", "output=none"],
+    "real time onnx": ["realtime=true", "output=none", "backend=onnx"],
+}
 
 
 # -- measuring -----------------------------------------------------------------------------------------
@@ -243,24 +254,24 @@ def measure_model(name: str, repeats: int, device: torch.device, profile: bool) 
     return result
 
 
-def measure_loader(repeats: int) -> dict[str, Any]:
-    """Training samples/s of the default ``SkeletonDataModule`` (synthetic set, memory-mapped store)."""
+def measure_loader(repeats: int, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Training samples/s of the ``SkeletonDataModule`` of ``python train.py <overrides>`` (default: synthetic)."""
     from asgcn_lightning.apps.components import build_datamodule
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose([], Path(tmp))
+        cfg = compose(overrides, Path(tmp))
     datamodule = build_datamodule(cfg)
     datamodule.setup("fit")
     result: dict[str, Any] = {"batch": datamodule.batch_size, "samples": len(datamodule.train_set)}
     for workers in sorted({int(cfg.dataset.num_workers), 0}, reverse=True):
         datamodule.num_workers = workers
         loader = datamodule.train_dataloader()
+        for _ in loader:  # a warm-up epoch: worker start-up is not throughput (the workers persist)
+            pass
         rates = []
-        for _ in range(repeats):
-            batches = iter(loader)
-            next(batches)  # worker start-up and the first batch are not throughput
+        for _ in range(repeats):  # whole epochs, so prefetched batches cannot inflate the rate
             begin, count = time.perf_counter(), 0
-            for _, labels in batches:
+            for _, labels in loader:
                 count += len(labels)
             rates.append(count / (time.perf_counter() - begin))
         result[f"samples_per_s_{workers}_workers"] = statistics.median(rates)
@@ -279,6 +290,94 @@ def measure_parse(quick: bool) -> dict[str, Any]:
     if done.returncode != 0:
         return {"skipped": (done.stderr or done.stdout).strip().splitlines()[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def train_kick_model(kicks: Path, run_dir: Path, store_dir: Path | None = None, epochs: int = 2) -> Path:
+    """A ``model=tiny`` BODY_25 checkpoint on the 20 real soccer kicks (curl or laces), in seconds.
+
+    A real training run (store prepared from the OpenPose JSON, Trainer, checkpoint, the run's
+    config saved where a Hydra run keeps it), so the demo loads it like any user's checkpoint.
+    """
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from asgcn_lightning.apps.train import train
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    table = np.load(kicks / "labels.npy", allow_pickle=True)  # column 4: kick type, 0 curl / 1 laces
+    labels = run_dir / "kick_labels.csv"
+    labels.write_text("video,label\n" + "".join(f"Kick_{row[0]},{('curl', 'laces')[row[4]]}\n" for row in table))
+    cfg = compose([
+        "model=tiny", "dataset=openpose_folder", f"dataset.root={kicks / 'json'}", f"dataset.labels={labels}",
+        f"dataset.store_dir={store_dir or run_dir / 'store'}", "dataset.num_person=1", "dataset.auto_prepare=true",
+        "dataset.num_workers=0", "split=random", f"trainer.max_epochs={epochs}", "test_after_fit=false",
+        "trainer=cpu", "trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "logger=csv",
+        "torch_threads=1",
+        "callbacks.rich_progress_bar=null", "callbacks.confusion_matrix=null", "callbacks.throughput=null"], run_dir)
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
+    threads = torch.get_num_threads()
+    try:
+        train(cfg)
+    finally:
+        torch.set_num_threads(threads)  # train() sets torch_threads for the whole process
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def measure_demo(ckpt: Path, video: Path, runs: int, work_dir: Path, max_frames: int | None = None,
+                 console: Any = None) -> dict[str, Any]:
+    """Median end-to-end fps of ``run_demo`` per mode of :data:`DEMO_MODES` over ``runs`` runs each.
+
+    The modes take turns run after run, so a change in the machine's load touches them alike. The
+    ONNX model is exported before the first run: an export is not part of a frame rate.
+    """
+    from asgcn_lightning.apps.demo import run_demo
+    from asgcn_lightning.apps.predict import compose_config, load_recogniser
+
+    base = [f"ckpt_path={ckpt}", f"input={video}", "torch_threads=1"]
+    if max_frames is not None:
+        base.append(f"max_frames={max_frames}")
+    threads = torch.get_num_threads()
+    try:
+        load_recogniser(compose_config("demo", base, work_dir / "export"), "onnx")
+        fps: dict[str, list[float]] = {mode: [] for mode in DEMO_MODES}
+        frames, classifications = 0, dict.fromkeys(DEMO_MODES, 0)
+        load_before = list(os.getloadavg())
+        for run in range(runs):
+            for mode, overrides in DEMO_MODES.items():
+                out = work_dir / f"{mode.replace(' ', '_')}_{run}"
+                report = run_demo(compose_config("demo", [*base, *overrides], out), console)
+                fps[mode].append(report.fps)
+                frames, classifications[mode] = report.frames, len(report.classifications)
+    finally:
+        torch.set_num_threads(threads)  # the demo sets torch_threads=1 for the process
+    return {"video": str(video), "frames": frames, "runs": runs, "torch_threads": 1, "pose": "BlazePose complexity 1",
+            "load_average_before": load_before, "load_average_after": list(os.getloadavg()),
+            "modes": {mode: {"fps_median": statistics.median(values), "fps": values,
+                             "classifications": classifications[mode]} for mode, values in fps.items()},
+            "fps_slowest_median": min(statistics.median(values) for values in fps.values())}
+
+
+def run_demo_bench(fixtures: Path, quick: bool) -> dict[str, Any]:
+    """The demo part of the bench: train the kick model, then :func:`measure_demo` on ``video/ta_chi.mp4``."""
+    from rich.console import Console
+
+    from asgcn_lightning.errors import UserError
+
+    video, kicks = fixtures / "video" / "ta_chi.mp4", fixtures / "openpose" / "soccer_kicks"
+    for needed in (video, kicks / "labels.npy"):
+        if not needed.is_file():
+            return {"skipped": f"{needed} not found (the real fixtures of a dev checkout)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        begin = time.perf_counter()
+        try:
+            ckpt = train_kick_model(kicks, Path(tmp) / "kick_run")
+            trained = time.perf_counter() - begin
+            result = measure_demo(ckpt, video, 1 if quick else 3, Path(tmp) / "demo", console=Console(stderr=True))
+        except UserError as error:  # e.g. the video extra (OpenCV, mediapipe) not installed
+            return {"skipped": str(error)}
+    return {**result, "model": "tiny, BODY_25, soccer kicks", "train_seconds": trained,
+            "seconds": time.perf_counter() - begin}
 
 
 def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -310,6 +409,8 @@ def check_targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "loader_margin": (margin, ">=", TARGETS["loader_margin"]),
         "prepare_files_per_s": (parse.get("prepare_files_per_s"), ">=", TARGETS["prepare_files_per_s"]),
     }
+    if "demo" in results:  # the slowest mode: the goal holds for the demo as a whole
+        checks["demo_fps"] = (results["demo"].get("fps_slowest_median"), ">=", TARGETS["demo_fps"])
     return {key: {"value": value, "target": f"{op} {target}",
                   "met": None if value is None else (value <= target if op == "<=" else value >= target)}
             for key, (value, op, target) in checks.items()}
@@ -346,10 +447,12 @@ def print_table(results: dict[str, Any]) -> None:
     for label, key, fmt, reference in rows:
         cells = [fmt.format(r[key]) if key in r else "–" for r in models.values()]
         table.add_row(label, *cells, "–" if reference is None else str(reference))
-    console = Console()
-    console.print(table)
-    kinds = {key: ", ".join(sorted({str(r.get(key)) for r in models.values()})) for key in ("malloc", "memory_kind")}
-    console.print(f"peak memory: {kinds['memory_kind']} (malloc: {kinds['malloc']})")
+    console = Console(stderr=True)
+    if models:  # none with --configs alone
+        console.print(table)
+        kinds = {key: ", ".join(sorted({str(r.get(key)) for r in models.values()}))
+                 for key in ("malloc", "memory_kind")}
+        console.print(f"peak memory: {kinds['memory_kind']} (malloc: {kinds['malloc']})")
     if results["load_average"][0] > (results.get("cpu_count") or 1):
         console.print("[yellow]the machine was busy with other work (load above the core count): times are "
                       "pessimistic, and spinning OpenMP threads much more so (try --omp-passive or --threads 1); "
@@ -363,9 +466,11 @@ def print_table(results: dict[str, Any]) -> None:
                       f"with {loader['num_workers']} workers, {loader['samples_per_s_0_workers']:.0f} in-process")
     if "prepare_files_per_s" in parse:
         console.print(f"NTU .skeleton: parse {parse['parse_files_per_s']:.0f} files/s, prepare "
-                      f"{parse['prepare_files_per_s']:.0f} files/s ({parse['num_workers']} workers)")
+                      f"{parse['prepare_files_per_s']:.0f} files/s ({parse['num_workers']} workers); "
+                      f"ntu60 xsub loader {parse['loader']['samples_per_s']:.0f} samples/s")
     elif "skipped" in parse:
         console.print(f"NTU parse: skipped ({parse['skipped']})")
+    print_demo(results.get("demo"), console)
     for key, check in results["targets"].items():
         mark = {True: "[green]met[/]", False: "[red]not met[/]", None: "[yellow]not measured[/]"}[check["met"]]
         value = "–" if check["value"] is None else f"{check['value']:.3g}"
@@ -375,10 +480,31 @@ def print_table(results: dict[str, Any]) -> None:
             console.print(f"\n[bold]{name}: one training step[/]\n{r['profile']}")
 
 
+def print_demo(demo: dict[str, Any] | None, console: Any) -> None:
+    """The demo's median frame rates per mode, with the load they were measured under."""
+    from rich.table import Table
+
+    if demo is None:
+        return
+    if "modes" not in demo:
+        console.print(f"demo: skipped ({demo.get('skipped')})")
+        return
+    load = f"load {demo['load_average_before'][0]:.1f} → {demo['load_average_after'][0]:.1f}"
+    table = Table(title=f"demo.py on {Path(demo['video']).name} ({demo['frames']} frames, torch_threads=1, "
+                        f"median of {demo['runs']}, {load})")
+    for column in ("mode", "fps (median)", "fps (each run)", "classifications"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for mode, figures in demo["modes"].items():
+        table.add_row(mode, f"{figures['fps_median']:.1f}", ", ".join(f"{v:.1f}" for v in figures["fps"]),
+                      str(figures["classifications"]))
+    console.print(table)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller parse run")
-    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["reference", "default"])
+    parser.add_argument("--configs", nargs="*", choices=sorted(CONFIGS), default=["reference", "default"],
+                        help="model configurations to measure; none (--configs alone): no model figures")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     parser.add_argument("--profile", action="store_true", help="add a torch.profiler table of one training step")
@@ -387,7 +513,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--omp-passive", action="store_true",
                         help="OpenMP threads sleep instead of spinning while they wait (OMP_WAIT_POLICY=PASSIVE): "
                              "on cores shared with other work, 2 threads then run 2× faster, not 2× slower")
-    parser.add_argument("--skip-data", action="store_true", help="models only: no loader or NTU parse figures")
+    parser.add_argument("--skip-data", action="store_true", help="no loader or NTU parse figures")
+    parser.add_argument("--skip-demo", action="store_true", help="no demo.py frame rates (about 75 s on 2 cores)")
+    parser.add_argument("--fixtures", type=Path, default=FIXTURES_DIR, help="the real data fixtures (demo video)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument("--worker", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -413,13 +541,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args.skip_data:
         results["loader"] = measure_loader(2 if args.quick else 3)
         results["parse"] = measure_parse(args.quick)
+    results["demo"] = {"skipped": "--skip-demo"} if args.skip_demo else run_demo_bench(args.fixtures, args.quick)
     results["load_average_after"] = list(os.getloadavg())
     results["targets"] = check_targets(results)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=1))
-    print_table(results)
-    print(f"results: {path}")
+    print_table(results)  # on stderr: standard output is the JSON alone (make bench > figures.json)
+    print(f"results: {path}", file=sys.stderr)
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

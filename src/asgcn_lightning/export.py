@@ -144,7 +144,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     return {"path": str(path), "format": fmt, "max_abs_difference": difference}
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     export(cfg)

@@ -11,7 +11,7 @@ is the same on every run. *Real time* (``realtime=true``, the default for a came
 classifies on a thread of its own: the frame loop hands over the newest window when the
 classifier is free and draws the latest result, so pose estimation never waits for the network.
 Both report the frames per second measured end to end (decoding, pose, classification, drawing,
-writing).
+writing), also when stopped early with ``q`` or Ctrl+C.
 """
 
 from __future__ import annotations
@@ -41,7 +41,12 @@ from asgcn_lightning.apps.predict import (
     video_size,
 )
 from asgcn_lightning.config import config_dir
-from asgcn_lightning.data.formats.openpose_json import group_frame_files, layout_of_frame, read_openpose_sequence
+from asgcn_lightning.data.formats.openpose_json import (
+    FRAME_NAME,
+    group_frame_files,
+    layout_of_frame,
+    read_openpose_sequence,
+)
 from asgcn_lightning.data.pose_backend import import_video_dependency
 from asgcn_lightning.data.tracking import select_main_people, track_people
 from asgcn_lightning.data.video import output_size, probe_video
@@ -79,6 +84,7 @@ class DemoReport:
     fps: float
     classifications: list[Classification] = field(default_factory=list)
     output: str | None = None
+    interrupted: bool = False  # stopped with Ctrl+C (a camera has no end): the figures cover the frames seen
 
 
 # -- frames and poses -----------------------------------------------------------------------------------
@@ -145,7 +151,13 @@ class BackendPoses:
 
 
 class JsonPoses:
-    """People of each frame from a folder of OpenPose JSON for the video (pixels of the video's frames)."""
+    """People of each video frame from a folder of OpenPose JSON for the video (pixels of its frames).
+
+    A file belongs to the video frame its name numbers (``<video>_<frame:012d>_keypoints.json``,
+    counted from 0 as OpenPose does), not to its position in the folder: a frame without a file,
+    from a gap or numbering that starts later, has nobody in it, and the later skeletons stay on
+    the frames they were estimated on.
+    """
 
     def __init__(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -153,20 +165,26 @@ class JsonPoses:
         if len(grouped) != 1:
             found = f"{len(grouped)} videos ({', '.join(list(grouped)[:5])})" if grouped else "no OpenPose files"
             raise UserError(f"poses={folder}: expected the OpenPose JSON of one video, found {found}")
-        self.frames = read_openpose_sequence(next(iter(grouped.values())))
-        first = next((f for f in self.frames if len(f)), None)
+        files = next(iter(grouped.values()))
+        people = read_openpose_sequence(files)
+        first = next((f for f in people if len(f)), None)
         if first is None:
             raise UserError(f"poses={folder}: nobody detected in any frame")
         self.layout = layout_of_frame(first)
-        self.num_joints = first.shape[1]
+        self.nobody = np.zeros((0, first.shape[1], 3), np.float32)
+        self.frames = {_frame_number(path): found for path, found in zip(files, people, strict=True) if len(found)}
 
     def __call__(self, index: int, frame: np.ndarray) -> np.ndarray:
-        if index < len(self.frames):
-            return self.frames[index]
-        return np.zeros((0, self.num_joints, 3), np.float32)
+        return self.frames.get(index, self.nobody)
 
     def close(self) -> None:
         """Nothing to release; the same interface as :class:`BackendPoses`."""
+
+
+def _frame_number(path: Path) -> int:
+    match = FRAME_NAME.match(path.name)
+    assert match is not None, path  # group_frame_files keeps only names that match
+    return int(match["frame"])
 
 
 # -- classification -------------------------------------------------------------------------------------
@@ -291,12 +309,12 @@ class Annotator:
 
 # -- the loop -------------------------------------------------------------------------------------------
 def output_path(cfg: DictConfig, source: str, live: bool) -> Path | None:
+    """Where the annotated video goes; ``output=auto`` writes one for a file only (a camera never ends)."""
     choice = str(cfg.get("output", "auto"))
     if choice == "none" or (choice == "auto" and live):
         return None
     if choice == "auto":
-        stem = Path(source).stem if not live else "camera"
-        return Path(cfg.paths.output_dir) / f"{stem}_demo.mp4"
+        return Path(cfg.paths.output_dir) / f"{Path(source).stem}_demo.mp4"
     return Path(choice)
 
 
@@ -335,9 +353,10 @@ def run_demo(cfg: DictConfig, console: Console | None = None) -> DemoReport:
         writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     buffer: deque[np.ndarray] = deque(maxlen=window)
     min_frames = min(window, int(cfg.get("min_frames", window // 2)))
-    count, start, shown_fps = 0, time.perf_counter(), None
+    count, start, shown_fps, interrupted = 0, time.perf_counter(), None, False
+    frames = frames_of(capture, cfg.get("max_frames"))
     try:
-        for frame in frames_of(capture, cfg.get("max_frames")):
+        for frame in frames:
             people = poses(count, frame)
             buffer.append(people)
             if len(buffer) >= min_frames and (count + 1 - min_frames) % every == 0:
@@ -352,7 +371,10 @@ def run_demo(cfg: DictConfig, console: Console | None = None) -> DemoReport:
                 cv2.imshow("asgcn-lightning demo (q quits)", annotated)
                 if cv2.waitKey(1) & 0xFF == ord("q"):
                     break
+    except KeyboardInterrupt:  # Ctrl+C is how a camera run ends without a window: stop, still report
+        interrupted = True
     finally:
+        frames.close()  # releases the capture now, also after an interruption
         classifier.finish()
         poses.close()
         if writer is not None:
@@ -361,12 +383,14 @@ def run_demo(cfg: DictConfig, console: Console | None = None) -> DemoReport:
             cv2.destroyAllWindows()
     seconds = time.perf_counter() - start
     if count == 0:
-        raise UserError(f"input={cfg.input}: no frames could be read")
+        raise UserError(f"input={cfg.input}: " + ("stopped before the first frame" if interrupted
+                                                  else "no frames could be read"))
     report = DemoReport(str(cfg.input), "real time" if realtime else "offline", count, seconds, count / seconds,
-                        classifier.history, str(target) if target else None)
+                        classifier.history, str(target) if target else None, interrupted)
     _save_report(cfg, report)
     last = f", last: {classifier.latest.label} ({classifier.latest.confidence:.2f})" if classifier.latest else ""
-    console.print(f"{report.mode}: {count} frames in {seconds:.1f} s = {report.fps:.1f} fps end to end, "
+    stopped = "stopped by Ctrl+C after " if interrupted else ""
+    console.print(f"{report.mode}: {stopped}{count} frames in {seconds:.1f} s = {report.fps:.1f} fps end to end, "
                   f"{len(report.classifications)} classifications{last}"
                   + (f"\nannotated video → {target}" if target else ""))
     return report

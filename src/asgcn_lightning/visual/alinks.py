@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.models.asgcn import ASGCN
+from asgcn_lightning.visual.animation import image_coordinates
 from asgcn_lightning.visual.skeleton import draw_pose
 
 
@@ -33,18 +34,35 @@ def alink_probabilities(network: ASGCN, sample: torch.Tensor | np.ndarray) -> np
         network.train(was_training)
 
 
+def drawn_frame(sample: np.ndarray, person: int, frame: int | None = None) -> int:
+    """The frame of a ``(C, T, V, M)`` sample the body is drawn at: ``frame``, else the one nearest the
+    middle where ``person`` is present (people enter and leave a video; an empty frame draws nothing).
+    """
+    if not 0 <= person < sample.shape[3]:
+        raise UserError(f"person {person}: this sample has persons 0..{sample.shape[3] - 1}")
+    present = np.flatnonzero(np.abs(sample[:, :, :, person]).sum(axis=(0, 2)) > 0)
+    if frame is not None:
+        if frame not in present:
+            raise UserError(f"person {person} is absent from frame {frame} of this sample")
+        return frame
+    if not len(present):
+        raise UserError(f"person {person} is absent from every frame of this sample")
+    middle = sample.shape[1] // 2
+    return int(present[np.argmin(np.abs(present - middle))])
+
+
 def alink_figure(network: ASGCN, sample: torch.Tensor | np.ndarray, person: int = 0, top_k: int | None = None,
                  frame: int | None = None, axes: tuple[int, int] = (0, 1), title: str = "") -> Figure:
-    """One panel per real A-link type: the body at ``frame`` (default: the middle one) with arrows
-    from sender to receiver for the ``top_k`` most probable links of that type (default: as many
-    as the layout has joints), darker and thicker the more probable.
+    """One panel per real A-link type: the body at ``frame`` (default: see :func:`drawn_frame`) with
+    arrows from sender to receiver for the ``top_k`` most probable links of that type (default: as
+    many as the layout has joints), darker and thicker the more probable. Image layouts (y down)
+    are drawn with the y axis flipped, head up.
     """
     sample = np.asarray(sample, dtype=np.float32)
     if sample.ndim != 4:
         raise UserError(f"an A-link picture needs one sample (C, T, V, M), got shape {sample.shape}")
-    pose = sample[:, sample.shape[1] // 2 if frame is None else frame, :, person].T
-    if not np.abs(pose).sum():
-        raise UserError(f"person {person} is absent from the chosen frame of this sample")
+    frame = drawn_frame(sample, person, frame)
+    pose = sample[:, frame, :, person].T
     probabilities = alink_probabilities(network, sample)[person]
     num_joints, num_types = probabilities.shape[0], probabilities.shape[-1]
     top_k = min(top_k or num_joints, num_joints * (num_joints - 1))
@@ -52,7 +70,8 @@ def alink_figure(network: ASGCN, sample: torch.Tensor | np.ndarray, person: int 
 
     figure, panels = plt.subplots(1, num_types - 1, figsize=(4 * (num_types - 1), 4.4), squeeze=False)
     colours = plt.get_cmap("Reds")
-    low, high = pose[:, list(axes)].min(0), pose[:, list(axes)].max(0)
+    shown = pose[np.abs(pose).sum(axis=-1) > 0][:, list(axes)]  # joints the estimator missed are zeros
+    low, high = shown.min(0), shown.max(0)
     margin = 0.1 * max(float((high - low).max()), 1e-6)
     for kind, panel in enumerate(panels[0], start=1):
         draw_pose(panel, pose, network.layout, color="lightgray", axes=axes)
@@ -65,10 +84,12 @@ def alink_figure(network: ASGCN, sample: torch.Tensor | np.ndarray, person: int 
                                        "lw": 0.5 + 2.5 * p, "shrinkA": 2, "shrinkB": 2})
         panel.set_xlim(low[0] - margin, high[0] + margin)
         panel.set_ylim(low[1] - margin, high[1] + margin)
+        if image_coordinates(network.layout):
+            panel.invert_yaxis()
         panel.set_aspect("equal")
         panel.set_title(f"A-link type {kind}: top {top_k}", fontsize=9)
         panel.axis("off")
-    figure.suptitle(title or f"A-links of person {person} ({network.layout.name})")
+    figure.suptitle(f"{title or f'A-links of person {person} ({network.layout.name})'}, frame {frame}")
     figure.tight_layout()
     return figure
 
