@@ -9,7 +9,11 @@ mapped model classes only — "unmapped" means the model may not answer with tha
 ``label_map``, model classes go to target classes of the same name.
 
 The model comes from its training run's config (data set, split, model and input stream, as in
-``eval.py``); the target is this command's ``dataset``/``split`` (and class subset). Writes
+``eval.py``); the target is this command's ``dataset``/``split`` (and class subset). The target's
+samples go through its own eval transforms in its own layout, then :class:`ModelInput` re-indexes
+their joints into the model's layout through ``joint_map`` (the joint mapping of transfer learning;
+model joints without a target joint are zero, as an undetected joint is) and computes the model's
+input stream — always the model's: a command setting another ``dataset.stream`` is refused. Writes
 ``cross_eval.json`` and ``confusion_cross.png`` into the run folder.
 """
 
@@ -26,17 +30,20 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
 from asgcn_lightning.apps.components import apply_process_settings, build_datamodule, build_module
-from asgcn_lightning.apps.evaluate import adopt_run_config, load_weights
+from asgcn_lightning.apps.evaluate import _sets_on_command_line, adopt_run_config, load_weights
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.data.datamodule import SkeletonDataModule, SkeletonDataset
+from asgcn_lightning.data.transforms import Stream
 from asgcn_lightning.errors import UserError, exit_on_user_error
+from asgcn_lightning.models.layouts import Layout
 from asgcn_lightning.models.module import ActionRecognitionModule
+from asgcn_lightning.models.transfer import joint_mapping
 from asgcn_lightning.visual.confusion import confusion_figure, per_class_accuracy
 
 log = logging.getLogger(__name__)
@@ -72,25 +79,31 @@ def checkpoint_run(cfg: DictConfig, ckpt_path: str | Path) -> CheckpointRun:
 
 
 def sample_set(datamodule: SkeletonDataModule, which: str) -> SkeletonDataset:
-    """The split's held-out samples (``test``) or every sample of its classes (``all``), with eval transforms."""
+    """The split's held-out samples (``test``) or every sample of its classes in store order (``all``), with
+    eval transforms. ``all`` needs no split: a store whose samples all fall on one side of it still evaluates."""
     if which not in SAMPLE_SETS:
         raise UserError(f"unknown sample set {which!r}; choose one of {list(SAMPLE_SETS)}")
-    datamodule.setup()
     if which == "test":
+        datamodule.setup()
         return datamodule.test_set
-    parts = (datamodule.train_set, datamodule.test_set)
-    return SkeletonDataset(datamodule.store, np.concatenate([p.indices for p in parts]),
-                           np.concatenate([p.labels for p in parts]), datamodule.layout,
-                           datamodule.eval_transform)
+    store = datamodule._open()  # the store and class subset, without splitting it
+    stored = store.index["label"]
+    indices = np.flatnonzero(np.isin(stored, datamodule.source_labels))
+    labels = np.searchsorted(datamodule.source_labels, stored[indices])  # source labels are sorted
+    return SkeletonDataset(store, indices, labels, datamodule.layout, datamodule.eval_transform)
 
 
 @torch.no_grad()
 def predict(network: torch.nn.Module, dataset: Dataset, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels of every sample of ``dataset``, in order (inference mode)."""
+    """Logits and labels of every sample of ``dataset``, in order (inference mode).
+
+    The logits are those the test step scores (``forward_train``), so figures equal ``eval.py``'s: with a
+    prediction head the classifier sees the window less its last ``predict_frames`` frames.
+    """
     network.eval()
     outputs, labels = [], []
     for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        outputs.append(network(x))
+        outputs.append(network.forward_train(x).logits)
         labels.append(y)
     return torch.cat(outputs), torch.cat(labels)
 
@@ -176,23 +189,81 @@ def mapped_confusion(logits: torch.Tensor, target: torch.Tensor, mapping: LabelM
     return confusion, int((~keep).sum())
 
 
+# -- the model's input -----------------------------------------------------------------------------------
+class ModelInput:
+    """Last eval transform of the target: its samples as the model reads them.
+
+    Joints are re-indexed into the model's ``layout`` (``mapping``: ``{model joint: target joint}``;
+    ``None`` for the same layout), model joints without a target joint are zero — as an undetected
+    joint is — and so are bones touching them; persons are cut or zero-padded to the model's count;
+    then the model's input ``stream`` is computed on the model's layout.
+    """
+
+    def __init__(self, mapping: dict[int, int] | None, layout: Layout, stream: str, num_person: int) -> None:
+        self.mapping, self.layout, self.num_person = mapping, layout, num_person
+        self.stream = Stream(stream)
+
+    def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        frames, persons, _, channels = sequence.shape
+        out = np.zeros((frames, self.num_person, self.layout.num_joints, channels), dtype=sequence.dtype)
+        kept = min(persons, self.num_person)
+        if self.mapping is None:
+            out[:, :kept] = sequence[:, :kept]
+            return self.stream(out, self.layout, rng)
+        model_joints, target_joints = list(self.mapping), list(self.mapping.values())
+        out[:, :kept, model_joints] = sequence[:, :kept][:, :, target_joints]
+        out = self.stream(out, self.layout, rng)
+        missing = np.ones(self.layout.num_joints, dtype=bool)
+        missing[model_joints] = False
+        if self.stream.kind.startswith("bone"):  # a bone to or from a missing joint is not observed either
+            parents = np.array(self.layout.parents)
+            missing |= (parents >= 0) & missing[np.maximum(parents, 0)]
+        out[:, :, missing] = 0
+        return out
+
+
+def model_stream(run_cfg: DictConfig, cfg: DictConfig) -> str:
+    """The stream the model was trained on; a command asking for another one is an error, not a silent switch."""
+    stream = OmegaConf.select(run_cfg, "dataset.stream") or "joint"
+    asked = OmegaConf.select(cfg, "dataset.stream") or "joint"
+    if _sets_on_command_line("dataset.stream") and asked != stream:
+        raise UserError(f"dataset.stream={asked}: the model {cfg.ckpt_path} reads the {stream} stream and is always "
+                        "fed it; drop the dataset.stream override")
+    if asked != stream:
+        log.info("the model reads the %s stream: the composed config's dataset.stream=%s does not apply", stream, asked)
+    return stream
+
+
+def input_mapping(model_layout: Layout, target_layout: Layout, spec: Any) -> dict[int, int] | None:
+    """``{model joint: target joint}`` through ``joint_map`` (as transfer's), ``None`` when nothing moves."""
+    if model_layout == target_layout and spec in (None, "name"):
+        return None
+    mapping = joint_mapping(target_layout, model_layout, spec, what="joint_map")
+    zero = [model_layout.joints[j] for j in range(model_layout.num_joints) if j not in mapping]
+    log.info("joint_map: %d of %d joints of the model's layout %s from the target's %s%s", len(mapping),
+             model_layout.num_joints, model_layout.name, target_layout.name,
+             f" (zero: {', '.join(zero)})" if zero else "")
+    return mapping
+
+
 # -- the app ------------------------------------------------------------------------------------------------
 def cross_evaluate(cfg: DictConfig) -> dict[str, Any]:
     apply_process_settings(cfg)
     if not cfg.get("ckpt_path"):
         raise UserError("give the model: ckpt_path=<file.ckpt>")
     run = checkpoint_run(cfg, cfg.ckpt_path)
+    stream = model_stream(run.cfg, cfg)
     target_cfg = copy.deepcopy(cfg)
-    stream = OmegaConf.select(run.cfg, "dataset.stream")
-    if stream and not OmegaConf.select(target_cfg, "dataset.stream"):
-        OmegaConf.update(target_cfg, "dataset.stream", stream, force_add=True)  # the model's input stream
+    with open_dict(target_cfg):
+        target_cfg.dataset.stream = None  # computed by ModelInput, on the model's layout
     target = build_datamodule(target_cfg)
+    if run.datamodule.in_channels != target.in_channels:  # (opens the target's store)
+        raise UserError(f"the model reads {run.datamodule.in_channels} channels per joint, the target "
+                        f"{target.dataset_name} has {target.in_channels}; channels cannot be mapped")
+    model_layout, target_layout = run.datamodule.layout, target.layout
+    joints = input_mapping(model_layout, target_layout, plain(cfg.get("joint_map", "name")))
+    target.eval_transform.transforms.append(ModelInput(joints, model_layout, stream, run.datamodule.num_person))
     samples = sample_set(target, cfg.get("target_samples", "test"))
-    source_layout, target_layout = run.datamodule.layout, target.layout
-    if source_layout.joints != target_layout.joints or run.datamodule.in_channels != target.in_channels:
-        raise UserError(f"the model reads layout {source_layout.name} with {run.datamodule.in_channels} channels, "
-                        f"the target has {target_layout.name} with {target.in_channels}; adapt the model to the "
-                        "target's layout with transfer=finetune (docs/transfer.md) instead")
     mapping = label_mapping(run.datamodule.class_names, target.class_names, plain(cfg.get("label_map")),
                             plain(cfg.get("target_map")))
     logits, labels = predict(run.module.network, samples, int(cfg.get("batch_size", 64)))
@@ -200,10 +271,14 @@ def cross_evaluate(cfg: DictConfig) -> dict[str, Any]:
     if confusion.sum() == 0:
         raise UserError("no target sample has a mapped label; check label_map/target_map")
     accuracy = float(np.trace(confusion) / confusion.sum())
+    identity = {name: name for name in model_layout.joints}
     result = {"checkpoint": str(cfg.ckpt_path), "target": target.dataset_name, "accuracy": accuracy,
               "evaluated": int(confusion.sum()), "ignored": ignored, "labels": mapping.labels,
               "model_classes": {name: mapping.labels[i] for name, i in
                                 zip(run.datamodule.class_names, mapping.source, strict=True) if i >= 0},
+              "stream": stream,
+              "joints": identity if joints is None else
+              {model_layout.joints[m]: target_layout.joints[t] for m, t in sorted(joints.items())},
               "per_label_accuracy": dict(zip(mapping.labels, per_class_accuracy(confusion).tolist(), strict=True)),
               "confusion": confusion.tolist()}
     report(result)

@@ -7,7 +7,9 @@ The fused score of a sample is ``Σ_i w_i · softmax(logits_i)`` (``fuse=softmax
 separately have differently scaled logits, probabilities do not) or ``Σ_i w_i · logits_i``
 (``fuse=logits``, as 2s-AGCN / MS-G3D). ``weights`` default to equal; the four-stream weights of
 CTR-GCN are ``[0.6, 0.6, 0.4, 0.4]`` for joint, bone, joint motion, bone motion (the motion
-streams are individually weaker). Writes ``ensemble.json`` into the run folder.
+streams are individually weaker). Each member's top-1 is ``eval.py``'s figure for its checkpoint
+(the same test-step logits); top-5 is reported only with more than five classes, where it is not
+trivially 1. Writes ``ensemble.json`` into the run folder.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from asgcn_lightning.config import config_dir
 from asgcn_lightning.errors import UserError, exit_on_user_error
 
 FUSIONS = ("softmax", "logits")
+TOP5_MIN_CLASSES = 6  # with five classes or fewer every label is among the top five
 
 
 def top_k(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
@@ -46,6 +49,14 @@ def fuse(logits: list[torch.Tensor], weights: list[float], how: str = "softmax")
         raise UserError(f"weights {weights}: need non-negative weights, not all zero")
     scores = [torch.softmax(x.double(), dim=1) if how == "softmax" else x.double() for x in logits]
     return sum(w * s for w, s in zip(weights, scores, strict=True))
+
+
+def accuracies(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Top-1, and top-5 where there are enough classes for it to mean something."""
+    result = {"top1": top_k(scores, labels, 1)}
+    if scores.shape[1] >= TOP5_MIN_CLASSES:
+        result["top5"] = top_k(scores, labels, 5)
+    return result
 
 
 def ensemble(cfg: DictConfig) -> dict[str, Any]:
@@ -67,12 +78,10 @@ def ensemble(cfg: DictConfig) -> dict[str, Any]:
         member_logits, labels = predict(run.module.network, test_set, int(cfg.get("batch_size", 64)))
         logits.append(member_logits)
         stream = OmegaConf.select(run.cfg, "dataset.stream") or "joint"
-        members.append({"checkpoint": path, "stream": stream, "top1": top_k(member_logits, labels, 1),
-                        "top5": top_k(member_logits, labels, 5)})
+        members.append({"checkpoint": path, "stream": stream, **accuracies(member_logits, labels)})
     fused = fuse(logits, weights, cfg.get("fuse", "softmax"))
     result = {"members": members, "weights": weights, "fuse": cfg.get("fuse", "softmax"),
-              "fused": {"top1": top_k(fused, labels, 1), "top5": top_k(fused, labels, 5)},
-              "samples": len(labels), "num_class": int(fused.shape[1])}
+              "fused": accuracies(fused, labels), "samples": len(labels), "num_class": int(fused.shape[1])}
     report(result)
     output = Path(cfg.paths.output_dir)
     output.mkdir(parents=True, exist_ok=True)
@@ -83,13 +92,12 @@ def ensemble(cfg: DictConfig) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> None:
     table = Table(title=f"stream ensemble: {result['samples']} test samples, {result['num_class']} classes "
                         f"(fuse={result['fuse']})")
-    for column in ("stream", "weight", "top-1", "top-5", "checkpoint"):
+    metrics = [m for m in ("top1", "top5") if m in result["fused"]]
+    for column in ("stream", "weight", *(f"top-{m[3:]}" for m in metrics), "checkpoint"):
         table.add_column(column, justify="left" if column in ("stream", "checkpoint") else "right")
     for member, weight in zip(result["members"], result["weights"], strict=True):
-        table.add_row(member["stream"], f"{weight:g}", f"{member['top1']:.4f}", f"{member['top5']:.4f}",
-                      member["checkpoint"])
-    table.add_row("fused", f"{np.sum(result['weights']):g}", f"{result['fused']['top1']:.4f}",
-                  f"{result['fused']['top5']:.4f}", "")
+        table.add_row(member["stream"], f"{weight:g}", *(f"{member[m]:.4f}" for m in metrics), member["checkpoint"])
+    table.add_row("fused", f"{np.sum(result['weights']):g}", *(f"{result['fused'][m]:.4f}" for m in metrics), "")
     Console().print(table)
 
 

@@ -12,10 +12,13 @@ see ``docs/transfer.md``) and applied by :func:`asgcn_lightning.apps.components.
 
 The classifier is always new (``num_class`` comes from the target data set). Joint layouts may
 differ: the only layout-dependent tensors of the network are the data batch norm (one entry per
-joint and channel) and the edge importance masks (joint × joint); they are mapped joint by joint
-(by name, by index or by an explicit table), and target joints without a source joint keep their
-initial values. Every other tensor must match the source's shape (``strict``), so a transfer never
-silently starts from a half-initialised backbone.
+joint and channel) and the edge importance masks (S-link subset × joint × joint); they are mapped
+joint by joint (by name, by index or by an explicit table), and target joints without a source joint
+keep their initial values. An edge importance scales one S-link subset — a hop distance and, in the
+spatial partition, "towards" or "away from" the layout's centre — so it carries over only where the
+joint pair lies in the same subset in both layouts; with another centre or other bones many pairs
+change subset, and theirs restart from initialisation. Every other tensor must match the source's
+shape (``strict``), so a transfer never silently starts from a half-initialised backbone.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.optim import Optimizer
@@ -90,35 +94,40 @@ class SourceCheckpoint:
 
 
 # -- joint mapping ------------------------------------------------------------------------------------
-def joint_mapping(source: Layout, target: Layout, spec: str | Mapping[Any, Any] | None = None) -> dict[int, int]:
-    """``{target joint: source joint}`` (0-based) for the layout-dependent tensors.
+def joint_mapping(source: Layout, target: Layout, spec: str | Mapping[Any, Any] | None = None,
+                  what: str = "transfer.joint_map") -> dict[int, int]:
+    """``{target joint: source joint}`` (0-based): where each joint of ``target`` is taken from.
 
     ``spec`` is ``None``/``"name"`` (joints with the same name; identity for the same layout),
     ``"index"`` (joint ``j`` to joint ``j`` up to the smaller layout) or a table
-    ``{target joint: source joint}`` by name or 0-based index.
+    ``{target joint: source joint}`` by name or 0-based index. ``what`` names the config key in errors
+    (transfer maps checkpoint → new network, cross-data-set evaluation target data → model).
     """
     if spec is None or spec == "name":
         mapping = {t: source.joints.index(name) for t, name in enumerate(target.joints) if name in source.joints}
         if not mapping:
             raise UserError(f"layouts {source.name!r} and {target.name!r} share no joint names; give "
-                            "transfer.joint_map as 'index' or a table {target joint: source joint}")
+                            f"{what} as 'index' or a table {{{target.name} joint: {source.name} joint}}")
         return mapping
     if spec == "index":
         return {j: j for j in range(min(source.num_joints, target.num_joints))}
     if not isinstance(spec, Mapping):
-        raise UserError(f"transfer.joint_map {spec!r}: use 'name', 'index' or a table {{target joint: source joint}}")
+        raise UserError(f"{what} {spec!r}: use 'name', 'index' or a table "
+                        f"{{{target.name} joint: {source.name} joint}}")
 
     def resolve(layout: Layout, joint: Any) -> int:
         if isinstance(joint, int) or (isinstance(joint, str) and joint.isdigit()):
             if not 0 <= int(joint) < layout.num_joints:
-                raise UserError(f"transfer.joint_map: joint {joint} is outside 0..{layout.num_joints - 1} "
+                raise UserError(f"{what}: joint {joint} is outside 0..{layout.num_joints - 1} "
                                 f"of layout {layout.name!r}")
             return int(joint)
-        return layout.index(str(joint))
+        if str(joint) not in layout.joints:
+            raise UserError(f"{what}: layout {layout.name!r} has no joint {joint!r}; it has {list(layout.joints)}")
+        return layout.joints.index(str(joint))
 
     mapping = {resolve(target, t): resolve(source, s) for t, s in spec.items()}
     if not mapping:
-        raise UserError("transfer.joint_map is empty")
+        raise UserError(f"{what} is empty")
     return mapping
 
 
@@ -128,19 +137,24 @@ def is_layout_dependent(key: str) -> bool:
 
 
 def map_joints(key: str, source: torch.Tensor, target: torch.Tensor, mapping: Mapping[int, int],
-               joints: tuple[int, int]) -> torch.Tensor | None:
+               joints: tuple[int, int], links: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor | None:
     """``target`` with its mapped joints' entries taken from ``source``; ``None`` when the shapes cannot map.
 
     ``joints`` is (source, target) joint count; the data batch norm's features are joint-major (``v·C + c``).
+    ``links`` are the (source, target) S-links ``(K, V, V)`` an edge importance multiplies: its entry
+    ``[k, i, j]`` comes over only where the pair is a link of subset ``k`` in both layouts, because
+    elsewhere the source value was never trained (or means another relation to the centre).
     """
     if key.endswith("num_batches_tracked"):
         return source.clone()
     out = target.detach().clone()
     rows, cols = torch.tensor(list(mapping)), torch.tensor(list(mapping.values()))
     if key.endswith("edge_importance"):
-        if source.shape[0] != target.shape[0] or source.shape[1:] != (joints[0], joints[0]):
+        if source.shape[0] != target.shape[0] or source.shape[1:] != (joints[0], joints[0]) or links is None:
             return None  # another number of S-link subsets
-        out[:, rows[:, None], rows[None, :]] = source[:, cols[:, None], cols[None, :]].to(out.dtype)
+        pairs, source_pairs = (slice(None), rows[:, None], rows[None, :]), (slice(None), cols[:, None], cols[None, :])
+        same_subset = (links[0][source_pairs] != 0) & (links[1][pairs] != 0)
+        out[pairs] = torch.where(same_subset, source[source_pairs].to(out.dtype), out[pairs])
         return out
     if source.dim() != 1 or source.numel() % joints[0] or target.numel() % joints[1] \
             or source.numel() // joints[0] != target.numel() // joints[1]:
@@ -159,9 +173,13 @@ class TransferReport:
     skipped: dict[str, str] = field(default_factory=dict)
     frozen: list[str] = field(default_factory=list)
     unused: list[str] = field(default_factory=list)
+    links_reset: int = 0
 
     def summary(self) -> str:
         parts = [f"{len(self.loaded)} tensors loaded", f"{len(self.mapped)} joint-mapped"]
+        if self.links_reset:
+            parts.append(f"{self.links_reset} edge importances of mapped joint pairs kept at initialisation "
+                         "(the pair is in another S-link subset in the source layout: other centre or bones)")
         if self.skipped:
             parts.append(f"{len(self.skipped)} kept at initialisation ({_head(sorted(self.skipped))})")
         if self.frozen:
@@ -175,28 +193,50 @@ def _head(keys: list[str], count: int = 4) -> str:
     return ", ".join(keys[:count]) + (f" (+{len(keys) - count} more)" if len(keys) > count else "")
 
 
+def links_reset(mapping: Mapping[int, int], source_links: torch.Tensor, target_links: torch.Tensor) -> int:
+    """How many S-links between mapped target joints have no link of the same subset between their source joints."""
+    rows, cols = torch.tensor(list(mapping)), torch.tensor(list(mapping.values()))
+    target = target_links[:, rows[:, None], rows[None, :]] != 0
+    return int((target & (source_links[:, cols[:, None], cols[None, :]] == 0)).sum())
+
+
+def _links_of(key: str, links: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+    """The S-links buffer the edge importance ``key`` multiplies: that of the (sub)network owning it."""
+    owners = [name for name in links if key.startswith(name.removesuffix("s_links"))]
+    return links[max(owners, key=len)] if owners else None
+
+
 def compare_tensors(network: nn.Module, source: Mapping[str, torch.Tensor], mapping: Mapping[int, int] | None,
-                    joints: tuple[int, int]) -> tuple[dict[str, torch.Tensor], TransferReport]:
+                    joints: tuple[int, int], source_links: Mapping[str, torch.Tensor] | None = None,
+                    ) -> tuple[dict[str, torch.Tensor], TransferReport]:
     """The tensors to load into ``network`` (all but the classifier) and why any others cannot come over.
 
     ``mapping`` is ``None`` when source and target share the layout (plain copies); ``joints`` is the
-    (source, target) joint count.
+    (source, target) joint count; ``source_links`` the S-link buffers of the network on the source
+    layout, by name (``s_links``, ``backbone.s_links``), needed to map edge importances.
     """
     report = TransferReport()
     values: dict[str, torch.Tensor] = {}
     own = network.state_dict()
+    target_links = {name: b for name, b in network.named_buffers() if name.endswith("s_links")}
     for key, target in own.items():
         if key.startswith(CLASSIFIER_PREFIX):
             report.skipped[key] = "new classifier"
         elif key not in source:
             report.skipped[key] = "not in the source"
         elif mapping is not None and is_layout_dependent(key):
-            mapped = map_joints(key, source[key], target, mapping, joints)
+            links = None
+            if key.endswith("edge_importance") and source_links is not None:
+                pair = _links_of(key, source_links), _links_of(key, target_links)
+                links = pair if pair[0] is not None and pair[1] is not None else None
+            mapped = map_joints(key, source[key], target, mapping, joints, links)
             if mapped is None:
                 report.skipped[key] = f"cannot map {tuple(source[key].shape)} onto {tuple(target.shape)}"
             else:
                 values[key] = mapped
                 report.mapped.append(key)
+                if links is not None:
+                    report.links_reset += links_reset(mapping, *links)
         elif source[key].shape != target.shape:
             report.skipped[key] = f"shape {tuple(source[key].shape)} in the source, {tuple(target.shape)} here"
         else:
@@ -218,6 +258,7 @@ def freeze(network: nn.Module, names: Iterable[str]) -> list[str]:
     training leaves its batch-norm statistics and dropout alone: frozen means the outputs do not move.
     """
     frozen = []
+    classifier = {id(p) for p in network.head.fc.parameters()}
     for name in names:
         try:
             module = network.get_submodule(str(name))
@@ -225,6 +266,10 @@ def freeze(network: nn.Module, names: Iterable[str]) -> list[str]:
             children = [n for n, _ in network.named_children()]
             raise UserError(f"transfer.freeze: the network has no module {name!r}; its modules are {children} "
                             "(index blocks as blocks.0, blocks.1, ...)") from None
+        if any(id(p) in classifier for p in module.parameters()):
+            raise UserError(f"transfer.freeze: {name!r} holds the new classifier head.fc, which starts from random "
+                            "weights and has to train; freeze backbone modules only (data_bn, blocks.0, aim, ...), "
+                            "or train the classifier alone with transfer=feature_extraction")
         for parameter in module.parameters():
             parameter.requires_grad_(False)
         module.train = functools.partial(_train_in_eval_mode, module)
@@ -267,20 +312,26 @@ class Transfer:
     joint_map: str | dict[Any, Any] | None
     source_layout: dict[str, Any] | None
     strict: bool
+    network_factory: Callable[..., nn.Module]  # the configured network class and settings, without the data's sizes
 
     def apply(self, module: nn.Module, layout: Layout) -> TransferReport:
         """Load, map, check and freeze the network of ``module`` (an ``ActionRecognitionModule``)."""
         network = module.network
         source_layout = self._source_layout(network, layout)
-        mapping = None
-        if source_layout is not None and (source_layout.joints != layout.joints or self.joint_map == "index"
+        mapping, source_links = None, None
+        if source_layout is not None and (source_layout != layout or self.joint_map == "index"
                                           or isinstance(self.joint_map, Mapping)):
             mapping = joint_mapping(source_layout, layout, self.joint_map)
             unmapped = [layout.joints[j] for j in range(layout.num_joints) if j not in mapping]
             log.info("transfer: %d of %d target joints mapped from layout %s%s", len(mapping), layout.num_joints,
                      source_layout.name, f" (kept at initialisation: {', '.join(unmapped)})" if unmapped else "")
+            # the S-links the source's edge importances were trained on: this network built on the source
+            # layout, off the run's random stream (building it must not change what the run draws next)
+            with torch.random.fork_rng(devices=[]):
+                on_source = self.network_factory(num_class=1, layout=source_layout, in_channels=network.in_channels)
+            source_links = {name: b for name, b in on_source.named_buffers() if name.endswith("s_links")}
         joints = (source_layout.num_joints if source_layout else layout.num_joints, layout.num_joints)
-        values, report = compare_tensors(network, self.source.state, mapping, joints)
+        values, report = compare_tensors(network, self.source.state, mapping, joints, source_links)
         problems = {k: why for k, why in report.skipped.items() if why != "new classifier"}
         if problems and self.strict:
             raise UserError(
@@ -319,6 +370,25 @@ class Transfer:
         return ", ".join(f"{k}={network[k]}" for k in keys if k in network)
 
 
+def check_stream(transfer: Transfer, stream: str | None) -> None:
+    """Refuse weights trained on another input stream (joints vs bones vs motion): their features mean other things.
+
+    ``transfer.strict=false`` lets a deliberate cross-stream fine-tune through with a warning. A source
+    without a run config has no known stream and is not checked.
+    """
+    run_config = transfer.source.run_config
+    if run_config is None:
+        return
+    source = OmegaConf.select(run_config, "dataset.stream") or "joint"
+    if source == (stream or "joint"):
+        return
+    message = (f"transfer from {transfer.source.path}: the source model reads the {source} stream, this run "
+               f"feeds it {stream or 'joint'}; set dataset.stream={source}")
+    if transfer.strict:
+        raise UserError(message + " (or transfer.strict=false to fine-tune across streams on purpose)")
+    log.warning("%s — going on because transfer.strict=false", message)
+
+
 def _same_joint_count(network: nn.Module, source: Mapping[str, torch.Tensor]) -> bool:
     own = network.state_dict()
     return all(source[k].shape == own[k].shape for k in own if is_layout_dependent(k) and k in source)
@@ -346,10 +416,16 @@ def prepare_transfer(cfg: DictConfig) -> Transfer | None:
     if scale <= 0:
         raise UserError(f"transfer.backbone_lr_scale must be positive, got {scale}")
     container = OmegaConf.to_container(node, resolve=True)
-    transfer = Transfer(mode=mode, source=SourceCheckpoint.load(node.checkpoint),
-                        freeze=[str(n) for n in container.get("freeze") or []], backbone_lr_scale=scale,
-                        joint_map=container.get("joint_map"), source_layout=container.get("source_layout"),
-                        strict=bool(node.get("strict", True)))
+    names = [str(n) for n in container.get("freeze") or []]
+    if names and mode != "finetune":
+        raise UserError(f"transfer.freeze={names} applies to transfer=finetune; {mode} "
+                        + ("freezes the whole backbone itself" if mode == "feature_extraction" else "loads no weights"))
+    transfer = Transfer(mode=mode, source=SourceCheckpoint.load(node.checkpoint), freeze=names,
+                        backbone_lr_scale=scale, joint_map=container.get("joint_map"),
+                        source_layout=container.get("source_layout"), strict=bool(node.get("strict", True)),
+                        network_factory=instantiate(cfg.model.network, _partial_=True))
+    if mode != "architecture_only":
+        check_stream(transfer, OmegaConf.select(cfg, "dataset.stream"))
     aim = cfg.model.get("aim")
     if mode != "architecture_only" and aim:
         aim_frozen = mode == "feature_extraction" or any(n == "aim" for n in transfer.freeze)
