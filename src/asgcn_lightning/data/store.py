@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -285,8 +286,6 @@ def print_prepare_summary(store: SkeletonStore, console: Any = None) -> None:
     (the first :data:`SUMMARY_PROBLEMS`), so the few truncated files of a 114 k-file download are not
     hidden behind the hundreds of listed ones.
     """
-    from collections import Counter
-
     from rich.console import Console
 
     console = console or Console(stderr=True)
