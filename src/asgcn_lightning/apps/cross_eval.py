@@ -36,7 +36,7 @@ from rich.table import Table
 from torch.utils.data import DataLoader, Dataset
 
 from asgcn_lightning.apps.components import apply_process_settings, build_datamodule, build_module
-from asgcn_lightning.apps.evaluate import _sets_on_command_line, adopt_run_config, load_weights
+from asgcn_lightning.apps.evaluate import adopt_run_config, load_weights, sets_on_command_line
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.data.datamodule import SkeletonDataModule, SkeletonDataset
 from asgcn_lightning.data.transforms import Stream
@@ -86,11 +86,7 @@ def sample_set(datamodule: SkeletonDataModule, which: str) -> SkeletonDataset:
     if which == "test":
         datamodule.setup()
         return datamodule.test_set
-    store = datamodule._open()  # the store and class subset, without splitting it
-    stored = store.index["label"]
-    indices = np.flatnonzero(np.isin(stored, datamodule.source_labels))
-    labels = np.searchsorted(datamodule.source_labels, stored[indices])  # source labels are sorted
-    return SkeletonDataset(store, indices, labels, datamodule.layout, datamodule.eval_transform)
+    return datamodule.unsplit_set()
 
 
 @torch.no_grad()
@@ -226,7 +222,7 @@ def model_stream(run_cfg: DictConfig, cfg: DictConfig) -> str:
     """The stream the model was trained on; a command asking for another one is an error, not a silent switch."""
     stream = OmegaConf.select(run_cfg, "dataset.stream") or "joint"
     asked = OmegaConf.select(cfg, "dataset.stream") or "joint"
-    if _sets_on_command_line("dataset.stream") and asked != stream:
+    if sets_on_command_line("dataset.stream") and asked != stream:
         raise UserError(f"dataset.stream={asked}: the model {cfg.ckpt_path} reads the {stream} stream and is always "
                         "fed it; drop the dataset.stream override")
     if asked != stream:

@@ -37,7 +37,7 @@ def run_config_for(ckpt_path: Path) -> DictConfig | None:
     return None
 
 
-def _sets_on_command_line(key: str) -> bool:
+def sets_on_command_line(key: str) -> bool:
     """Whether this command's own overrides set ``key`` (False outside a Hydra run)."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -60,7 +60,7 @@ def adopt_run_config(cfg: DictConfig, ckpt_path: Path) -> bool:
         cfg[key] = run_cfg[key]
     run_paths = run_cfg.get("paths") or {}
     if ("data_dir" in run_paths and not OmegaConf.is_interpolation(run_paths, "data_dir")
-            and not _sets_on_command_line("paths.data_dir")):
+            and not sets_on_command_line("paths.data_dir")):
         cfg.paths.data_dir = run_paths.data_dir
     return True
 

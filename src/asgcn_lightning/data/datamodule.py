@@ -165,21 +165,32 @@ class SkeletonDataModule(L.LightningDataModule):
         return self._open().meta.num_person
 
     # -- splits ---------------------------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
+    def _labels(self) -> np.ndarray:
+        """Every stored sample's label among the chosen classes (0..K-1), -1 for samples of other classes."""
         store = self._open()
-        index = store.index
-        keep = np.isin(index["label"], self.source_labels)
         remap = np.full(len(store.meta.class_names), -1, dtype=np.int64)
         remap[self.source_labels] = np.arange(len(self.source_labels))
-        train, test = self.split(index)
+        return remap[store.index["label"]]
+
+    def setup(self, stage: str | None = None) -> None:
+        store = self._open()
+        labels = self._labels()
+        keep = labels >= 0
+        train, test = self.split(store.index)
         train, test = train[keep[train]], test[keep[test]]
         if len(train) == 0 or len(test) == 0:
             raise UserError(f"split {getattr(self.split, 'name', self.split)!r} leaves {len(train)} training and "
                             f"{len(test)} test samples in {self.store_dir}; choose another split or class subset")
-        labels = remap[index["label"]]
         self.train_set = SkeletonDataset(store, train, labels[train], self.layout, self.train_transform,
                                          augment=True)
         self.test_set = SkeletonDataset(store, test, labels[test], self.layout, self.eval_transform)
+
+    def unsplit_set(self) -> SkeletonDataset:
+        """Every sample of the chosen classes in store order, with eval transforms: for evaluations that need
+        no split (a foreign model, few-shot pools), so a store whose samples all fall on one side still serves."""
+        labels = self._labels()
+        indices = np.flatnonzero(labels >= 0)
+        return SkeletonDataset(self._open(), indices, labels[indices], self.layout, self.eval_transform)
 
     def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, drop_last=False,
