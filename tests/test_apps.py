@@ -34,7 +34,7 @@ from asgcn_lightning.data.tracking import normalise_by_extent
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.export import example_batch, export, export_model, parity
 from asgcn_lightning.models.asgcn import ASGCN
-from asgcn_lightning.models.layouts import make_layout
+from asgcn_lightning.skeleton.layouts import make_layout
 from asgcn_lightning.visual.__main__ import main as pictures
 from asgcn_lightning.visual.alinks import alink_figure, drawn_frame
 

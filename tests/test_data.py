@@ -17,7 +17,7 @@ from asgcn_lightning.data.splits import MetadataSplit, RandomSplit
 from asgcn_lightning.data.store import SampleRecord, SkeletonStore, StoreWriter
 from asgcn_lightning.data.synthetic import SyntheticSkeletons, prepare_synthetic
 from asgcn_lightning.errors import UserError
-from asgcn_lightning.models.layouts import NTU25
+from asgcn_lightning.skeleton.layouts import NTU25
 
 RNG = np.random.default_rng(0)
 

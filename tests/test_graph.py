@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from asgcn_lightning.errors import UserError
-from asgcn_lightning.models.graph import hop_distances, structural_links
-from asgcn_lightning.models.layouts import BUILTIN_LAYOUTS, NTU25, make_layout
+from asgcn_lightning.skeleton.graph import hop_distances, structural_links
+from asgcn_lightning.skeleton.layouts import BUILTIN_LAYOUTS, NTU25, make_layout
 
 
 @pytest.mark.parametrize("layout", BUILTIN_LAYOUTS.values(), ids=BUILTIN_LAYOUTS.keys())

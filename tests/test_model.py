@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from asgcn_lightning.data.synthetic import SyntheticSkeletons
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.models.asgcn import ASGCN
-from asgcn_lightning.models.layouts import BUILTIN_LAYOUTS, NTU25, Layout, make_layout
 from asgcn_lightning.models.summary import REFERENCE, count, main, parameter_counts
+from asgcn_lightning.skeleton.layouts import BUILTIN_LAYOUTS, NTU25, Layout, make_layout
 from asgcn_lightning.visual.alinks import save_alink_figure
 
 TINY = {"channels": (16, 16, 32), "strides": (1, 2, 1), "max_hop": 2, "dropout": 0.0, "aim_hidden": 16,

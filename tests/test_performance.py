@@ -23,8 +23,8 @@ from asgcn_lightning.models import reference_ops
 from asgcn_lightning.models.aim import LinkEncoder, MotionDecoder, PairMLP
 from asgcn_lightning.models.asgcn import ASGCN
 from asgcn_lightning.models.blocks import MIN_BMM_FRAMES, ASGCBlock, ASGraphConv, TemporalConv
-from asgcn_lightning.models.graph import structural_links
-from asgcn_lightning.models.layouts import NTU25
+from asgcn_lightning.skeleton.graph import structural_links
+from asgcn_lightning.skeleton.layouts import NTU25
 
 TINY = {"channels": (8, 16), "strides": (1, 2), "max_hop": 2, "dropout": 0.0, "aim_hidden": 8,
         "aim_input_frames": 8, "aim_rollout": 4, "predict_frames": 3}

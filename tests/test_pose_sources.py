@@ -40,7 +40,7 @@ from asgcn_lightning.data.tracking import (
     track_people,
 )
 from asgcn_lightning.errors import DataFormatError, UserError
-from asgcn_lightning.models.layouts import make_layout
+from asgcn_lightning.skeleton.layouts import make_layout
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset"
 

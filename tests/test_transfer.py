@@ -33,10 +33,10 @@ from asgcn_lightning.data.store import SampleRecord, SkeletonStore, StoreWriter
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.models.asgcn import ASGCN
 from asgcn_lightning.models.embedding import EmbeddingNetwork, MotionDescriptor, embeddings
-from asgcn_lightning.models.graph import structural_links
-from asgcn_lightning.models.layouts import NTU25, OPENPOSE25, make_layout
 from asgcn_lightning.models.transfer import SourceCheckpoint, Transfer, joint_mapping
 from asgcn_lightning.prepare import prepare
+from asgcn_lightning.skeleton.graph import structural_links
+from asgcn_lightning.skeleton.layouts import NTU25, OPENPOSE25, make_layout
 
 FAST = ["model=tiny", "dataset.num_workers=0", "trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null"]
 NATOPS8 = make_layout(name="natops8", joints=["left_hand_tip", "right_hand_tip", "left_elbow", "right_elbow",

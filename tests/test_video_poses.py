@@ -19,7 +19,7 @@ from asgcn_lightning.data.pose_sources import prepare_mads
 from asgcn_lightning.data.store import SkeletonStore
 from asgcn_lightning.data.video import clip_ranges, output_size, parse_size, probe_video, read_frames, split_video
 from asgcn_lightning.errors import DataFormatError, UserError
-from asgcn_lightning.models.layouts import OPENPOSE25
+from asgcn_lightning.skeleton.layouts import OPENPOSE25
 
 J = OPENPOSE25.index
 

@@ -168,7 +168,7 @@ def measure_model(name: str, repeats: int, device: torch.device, profile: bool) 
     """Everything about one model configuration; run it in a fresh process (see :func:`run_worker`)."""
     from hydra.utils import instantiate
 
-    from asgcn_lightning.models.layouts import make_layout
+    from asgcn_lightning.skeleton.layouts import make_layout
 
     spec = CONFIGS[name]
     with tempfile.TemporaryDirectory() as tmp:

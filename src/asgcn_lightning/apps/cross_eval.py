@@ -41,9 +41,9 @@ from asgcn_lightning.config import config_dir
 from asgcn_lightning.data.datamodule import SkeletonDataModule, SkeletonDataset
 from asgcn_lightning.data.transforms import Stream
 from asgcn_lightning.errors import UserError, exit_on_user_error
-from asgcn_lightning.models.layouts import Layout
 from asgcn_lightning.models.module import ActionRecognitionModule
 from asgcn_lightning.models.transfer import joint_mapping
+from asgcn_lightning.skeleton.layouts import Layout
 from asgcn_lightning.visual.confusion import confusion_figure, per_class_accuracy
 
 log = logging.getLogger(__name__)

@@ -51,7 +51,7 @@ from asgcn_lightning.data.pose_backend import import_video_dependency
 from asgcn_lightning.data.tracking import select_main_people, track_people
 from asgcn_lightning.data.video import output_size, probe_video
 from asgcn_lightning.errors import UserError, exit_on_user_error
-from asgcn_lightning.models.layouts import Layout
+from asgcn_lightning.skeleton.layouts import Layout
 
 PERSON_COLOURS = ((0, 200, 255), (255, 160, 0), (80, 220, 80), (200, 80, 255))  # BGR
 DEFAULT_CAMERA_FPS = 30.0  # cameras that do not report a frame rate

@@ -49,7 +49,7 @@ from asgcn_lightning.data.tracking import (
 from asgcn_lightning.data.transforms import Compose
 from asgcn_lightning.data.video import VIDEO_SUFFIXES, output_size, probe_video, read_frames
 from asgcn_lightning.errors import DataFormatError, UserError, exit_on_user_error
-from asgcn_lightning.models.layouts import Layout, make_layout
+from asgcn_lightning.skeleton.layouts import Layout, make_layout
 
 log = logging.getLogger(__name__)
 NTU_FPS = 30.0  # Kinect v2 records skeletons at 30 frames per second

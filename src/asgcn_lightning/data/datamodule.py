@@ -18,7 +18,7 @@ from asgcn_lightning.data.provenance import preparation_differences, prepare_sto
 from asgcn_lightning.data.store import META_FILE, SkeletonStore
 from asgcn_lightning.data.transforms import Compose
 from asgcn_lightning.errors import UserError
-from asgcn_lightning.models.layouts import Layout, make_layout
+from asgcn_lightning.skeleton.layouts import Layout, make_layout
 
 Split = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
 

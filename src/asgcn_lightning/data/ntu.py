@@ -23,7 +23,7 @@ from rich.progress import Progress
 from asgcn_lightning.data.formats.ntu_skeleton import BodyTrack, NtuSkeletonFile, read_ntu_skeleton
 from asgcn_lightning.data.store import SampleRecord, SkeletonStore, StoreWriter
 from asgcn_lightning.errors import DataFormatError, UserError
-from asgcn_lightning.models.layouts import NTU25
+from asgcn_lightning.skeleton.layouts import NTU25
 
 EDITIONS = (60, 120)
 NTU60_SETUPS = 17  # NTU-60 is setups S001-S017 and actions A001-A060; NTU-120 adds S018-S032, A061-A120

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from asgcn_lightning.errors import UserError
-from asgcn_lightning.models.layouts import OPENPOSE25
+from asgcn_lightning.skeleton.layouts import OPENPOSE25
 
 # BlazePose landmark indices (mediapipe.solutions.pose.PoseLandmark) per BODY_25 joint; a pair is a midpoint
 BLAZEPOSE_FOR_BODY25: dict[str, int | tuple[int, int]] = {

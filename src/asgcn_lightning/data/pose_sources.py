@@ -47,19 +47,13 @@ from asgcn_lightning.data.tracking import (
     track_people,
 )
 from asgcn_lightning.errors import DataFormatError, UserError
-from asgcn_lightning.models.layouts import MADS15, MADS19, Layout, make_layout
+from asgcn_lightning.skeleton.layouts import MADS15, MADS19, NATOPS8, Layout, make_layout
 
 TRAIN_SETUP, TEST_SETUP = 1, 2
 
 # NATOPS channel order from the archive's header: 8 sensors x (x, y, z). There is no torso sensor,
 # so the two elbows are linked directly as the "torso" edge to keep the graph connected.
-NATOPS_SPEC: dict[str, Any] = {
-    "name": "natops8",
-    "joints": ["left_hand_tip", "right_hand_tip", "left_elbow", "right_elbow",
-               "left_wrist", "right_wrist", "left_thumb", "right_thumb"],
-    "edges": [[2, 4], [4, 0], [4, 6], [3, 5], [5, 1], [5, 7], [2, 3]],
-    "centre": 2,
-}
+NATOPS_SPEC: dict[str, Any] = NATOPS8.to_spec()
 NATOPS_FILES = {"NATOPS_TRAIN.ts": TRAIN_SETUP, "NATOPS_TEST.ts": TEST_SETUP}
 _NATOPS_CHANNEL = re.compile(r"^(\d+)\.\s*(.+?),\s*([XYZ]) coordinate", re.IGNORECASE)
 

@@ -16,7 +16,7 @@ import numpy as np
 from rich.progress import track
 
 from asgcn_lightning.data.store import SampleRecord, SkeletonStore, StoreWriter
-from asgcn_lightning.models.layouts import NTU25, parents_from_root
+from asgcn_lightning.skeleton.layouts import NTU25, parents_from_root
 
 # Rest pose in metres, y up, x to the body's left, z forward (towards the camera at yaw 0).
 _REST = {

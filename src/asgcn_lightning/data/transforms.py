@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from asgcn_lightning.errors import UserError
-from asgcn_lightning.models.layouts import Layout
+from asgcn_lightning.skeleton.layouts import Layout
 
 
 class Transform(Protocol):

@@ -27,10 +27,10 @@ from torch import nn
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.models.aim import AIM
 from asgcn_lightning.models.blocks import ASGCBlock
-from asgcn_lightning.models.graph import structural_links
 from asgcn_lightning.models.heads import PredictionHead, RecognitionHead
-from asgcn_lightning.models.layouts import Layout, make_layout
 from asgcn_lightning.models.network import NetworkOutput
+from asgcn_lightning.skeleton.graph import structural_links
+from asgcn_lightning.skeleton.layouts import Layout, make_layout
 
 # l2: the paper's squared error in input units; relative_l2: divided by that of repeating the last frame,
 # so one weight means the same in metres, pixels or millimetres

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from asgcn_lightning.models.asgcn import ASGCN
-from asgcn_lightning.models.layouts import Layout, make_layout
 from asgcn_lightning.models.network import NetworkOutput
+from asgcn_lightning.skeleton.layouts import Layout, make_layout
 
 
 class MotionDescriptor(nn.Module):

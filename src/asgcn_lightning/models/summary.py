@@ -13,7 +13,7 @@ from torch import nn
 
 from asgcn_lightning.errors import exit_on_user_error
 from asgcn_lightning.models.asgcn import ASGCN
-from asgcn_lightning.models.layouts import BUILTIN_LAYOUTS, make_layout
+from asgcn_lightning.skeleton.layouts import BUILTIN_LAYOUTS, make_layout
 
 # The reference implementation's counts for NTU-60 (25 joints, C=3, 60 classes).
 REFERENCE = {"backbone + recognition": 4_797_267, "prediction head": 2_190_211, "AIM": 417_798,

@@ -37,7 +37,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from asgcn_lightning.errors import UserError
-from asgcn_lightning.models.layouts import Layout, make_layout
+from asgcn_lightning.skeleton.layouts import Layout, make_layout
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from asgcn_lightning.errors import DataFormatError, UserError, exit_on_user_error
-from asgcn_lightning.models.layouts import Layout, make_layout
+from asgcn_lightning.skeleton.layouts import Layout, make_layout
 
 if TYPE_CHECKING:  # the apps import Lightning and Hydra: only the commands that need them load them
     from asgcn_lightning.apps.predict import Recogniser, SkeletonInput

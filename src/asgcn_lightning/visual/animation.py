@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.animation import FuncAnimation, PillowWriter
 from matplotlib.collections import LineCollection
 
-from asgcn_lightning.models.layouts import Layout
+from asgcn_lightning.skeleton.layouts import Layout
 
 # 2D layouts of pose estimators: their y axis points down the image, so pictures flip it
 IMAGE_LAYOUTS = frozenset({"openpose25", "coco18", "coco17"})

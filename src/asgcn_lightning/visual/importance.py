@@ -26,7 +26,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from asgcn_lightning.models.layouts import Layout
+from asgcn_lightning.skeleton.layouts import Layout
 from asgcn_lightning.visual.animation import image_coordinates
 from asgcn_lightning.visual.skeleton import draw_pose
 

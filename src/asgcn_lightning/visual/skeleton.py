@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from asgcn_lightning.models.layouts import Layout
+from asgcn_lightning.skeleton.layouts import Layout
 
 
 def draw_pose(ax: Axes, pose: np.ndarray, layout: Layout, color: str = "tab:blue",

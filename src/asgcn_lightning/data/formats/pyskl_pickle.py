@@ -19,23 +19,11 @@ from typing import Any
 import numpy as np
 
 from asgcn_lightning.errors import DataFormatError
+from asgcn_lightning.skeleton.layouts import COCO17
 
 # COCO-17 keypoints, as written by the HRNet 2D annotations; no neck or mid-hip joint, so the
 # nose is the graph centre and joins both shoulders.
-COCO17_SPEC: dict[str, Any] = {
-    "name": "coco17",
-    "joints": [
-        "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
-        "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
-        "left_knee", "right_knee", "left_ankle", "right_ankle",
-    ],
-    "edges": [
-        [0, 1], [0, 2], [1, 3], [2, 4], [0, 5], [0, 6], [5, 6], [5, 7], [7, 9], [6, 8], [8, 10],
-        [5, 11], [6, 12], [11, 12], [11, 13], [13, 15], [12, 14], [14, 16],
-    ],
-    "centre": 0,
-    "shoulders": [6, 5],
-}
+COCO17_SPEC: dict[str, Any] = COCO17.to_spec()
 
 
 @dataclass

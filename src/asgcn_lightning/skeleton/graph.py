@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from asgcn_lightning.errors import UserError
-from asgcn_lightning.models.layouts import Layout
+from asgcn_lightning.skeleton.layouts import Layout
 
 PARTITIONS = ("spatial", "distance", "uniform")
 

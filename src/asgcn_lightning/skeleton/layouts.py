@@ -1,7 +1,7 @@
 """Skeleton joint layouts: joint names, bones and the joints that normalisation needs.
 
-A layout is data, not code: the built-in ones (NTU Kinect v2, OpenPose BODY_25, COCO-18, the MADS
-motion capture) are defined here, and any other skeleton comes from config through
+A layout is data, not code: the built-in ones (NTU Kinect v2, Kinect v1, OpenPose BODY_25, COCO-18,
+COCO-17, NATOPS, the MADS motion capture) are defined here, and any other skeleton comes from config through
 :func:`make_layout`, so a custom data set trains without code changes.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from asgcn_lightning.errors import UserError
 
@@ -51,6 +52,16 @@ class Layout:
     def bones(self) -> tuple[tuple[int, int], ...]:
         """(child, parent) pairs towards the centre; the bone stream subtracts parent from child."""
         return tuple((j, p) for j, p in enumerate(self.parents) if p >= 0)
+
+    def to_spec(self) -> dict[str, Any]:
+        """Plain data that :func:`make_layout` turns back into this layout (stores and checkpoints keep it)."""
+        spec: dict[str, Any] = {"name": self.name, "joints": list(self.joints),
+                                "edges": [list(edge) for edge in self.edges], "centre": self.centre}
+        if self.spine is not None:
+            spec["spine"] = list(self.spine)
+        if self.shoulders is not None:
+            spec["shoulders"] = list(self.shoulders)
+        return spec
 
     def index(self, joint: str) -> int:
         try:
@@ -134,6 +145,50 @@ COCO18 = Layout(
 )
 
 
+# COCO-17 (the keypoints of COCO, HRNet and the pyskl 2D annotations): no neck, so the nose is the centre.
+COCO17 = Layout(
+    name="coco17",
+    joints=(
+        "nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+        "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+        "left_knee", "right_knee", "left_ankle", "right_ankle",
+    ),
+    edges=(
+        (0, 1), (0, 2), (1, 3), (2, 4), (0, 5), (0, 6), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10),
+        (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14), (14, 16),
+    ),
+    centre=0,
+    shoulders=(6, 5),
+)
+
+# Kinect v1 (Northwestern-UCLA, MSR Action3D, UTKinect...): 20 joints, limbs from the shoulder and hip centres.
+KINECT20 = Layout(
+    name="kinect20",
+    joints=(
+        "hip_centre", "spine", "shoulder_centre", "head",
+        "left_shoulder", "left_elbow", "left_wrist", "left_hand",
+        "right_shoulder", "right_elbow", "right_wrist", "right_hand",
+        "left_hip", "left_knee", "left_ankle", "left_foot",
+        "right_hip", "right_knee", "right_ankle", "right_foot",
+    ),
+    edges=(
+        (0, 1), (1, 2), (2, 3), (2, 4), (4, 5), (5, 6), (6, 7), (2, 8), (8, 9), (9, 10), (10, 11),
+        (0, 12), (12, 13), (13, 14), (14, 15), (0, 16), (16, 17), (17, 18), (18, 19),
+    ),
+    centre=2,
+    spine=(0, 2),
+    shoulders=(8, 4),
+)
+
+# UEA NATOPS: 8 hand and arm sensors, no torso, so the elbows are joined directly.
+NATOPS8 = Layout(
+    name="natops8",
+    joints=("left_hand_tip", "right_hand_tip", "left_elbow", "right_elbow",
+            "left_wrist", "right_wrist", "left_thumb", "right_thumb"),
+    edges=((2, 4), (4, 0), (4, 6), (3, 5), (5, 1), (5, 7), (2, 3)),
+    centre=2,
+)
+
 
 def _named(joints: Sequence[str], pairs: Sequence[tuple[str, str]]) -> tuple[tuple[int, int], ...]:
     return tuple((joints.index(a), joints.index(b)) for a, b in pairs)
@@ -184,7 +239,7 @@ MADS19 = Layout(
 )
 
 BUILTIN_LAYOUTS: dict[str, Layout] = {
-    layout.name: layout for layout in (NTU25, OPENPOSE25, COCO18, MADS15, MADS19)
+    layout.name: layout for layout in (NTU25, KINECT20, OPENPOSE25, COCO18, COCO17, NATOPS8, MADS15, MADS19)
 }
 
 

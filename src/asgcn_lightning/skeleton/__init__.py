@@ -1,0 +1,1 @@
+"""Skeleton layouts and the graphs built on them: the one layer both ``data`` and ``models`` import."""
