@@ -273,7 +273,40 @@ def test_evaluation_samples_are_fixed_and_draw_nothing_from_the_training_random_
     np.testing.assert_array_equal(module.test_set[0][0], first)  # the same in every evaluation
     torch.manual_seed(3)
     assert torch.equal(torch.get_rng_state(), after_evaluation)  # evaluating consumed nothing
-    assert not torch.equal(module.train_set[0][0], module.train_set[0][0])  # training: new every time
+    # training: drawn from the seed the sampler hands out with the sample, not from any global stream
+    assert torch.equal(module.train_set[(0, 11)][0], module.train_set[(0, 11)][0])
+    assert not torch.equal(module.train_set[(0, 11)][0], module.train_set[(0, 12)][0])
+
+
+@pytest.mark.parametrize(("size", "batch", "processes"), [(25, 16, 4), (11, 4, 3), (64, 8, 2), (9, 4, 4), (7, 3, 1)])
+def test_global_batches_are_one_process_batches_split_over_the_processes(size, batch, processes):
+    """N processes × batch b see, step by step, the samples one process sees with batch N·b: no sample repeated,
+    the same number of batches everywhere (no collective waits for a process that ran out)."""
+    from asgcn_lightning.data.sampling import GlobalBatchSampler
+
+    def batches(sampler, per_batch):
+        items = list(sampler)
+        return [items[i:i + per_batch] for i in range(0, len(items), per_batch)]
+
+    data = list(range(size))
+    one = GlobalBatchSampler(data, batch * processes, seed=5)
+    one.set_epoch(3)
+    shards = []
+    for rank in range(processes):
+        sampler = GlobalBatchSampler(data, batch, seed=5, num_replicas=processes, rank=rank)
+        sampler.set_epoch(3)
+        shards.append(batches(sampler, batch))
+    assert len({len(shard) for shard in shards}) == 1
+    reference = batches(one, batch * processes)
+    dropped = size % (batch * processes) if 0 < size % (batch * processes) < processes else 0
+    if dropped:
+        reference = reference[:-1]
+    for step, whole in enumerate(reference):
+        assert sorted(item for shard in shards for item in shard[step]) == sorted(whole)
+    assert one.dropped == 0 and GlobalBatchSampler(data, batch).dropped == 0
+    epoch_four = GlobalBatchSampler(data, batch * processes, seed=5)
+    epoch_four.set_epoch(4)
+    assert [i for i, _ in epoch_four] != [i for i, _ in one] or size < 3
 
 
 def test_missing_real_store_says_which_command_prepares_it(tmp_path):

@@ -12,19 +12,43 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from asgcn_lightning.errors import UserError
+from asgcn_lightning.shutdown import reinstall_stop_handlers
 from asgcn_lightning.visual.confusion import confusion_figure, per_class_accuracy
 
 
 class StageAwareModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
-    """ModelCheckpoint that tolerates epochs without the monitored metric and keeps its ranking on resume.
+    """ModelCheckpoint whose ``last.ckpt`` is every epoch's end, with epochs that lack the metric and resumes.
 
-    During AIM pretraining there is no classifier metric yet: those epochs still refresh
-    ``last.ckpt`` (so a resume inside the AIM stage works) but do not compete for "best".
+    Checkpoints are written when the training epoch has ended (after validation and the epoch's
+    learning-rate step), so a resume continues exactly where the uninterrupted run went on.
+    ``last.ckpt`` is rewritten after every epoch: Lightning alone rewrites it only when a top-k
+    checkpoint is saved, which would leave it at the best epoch rather than the latest.
+    During AIM pretraining there is no classifier metric yet: those epochs refresh ``last.ckpt``
+    (so a resume inside the AIM stage works) but do not compete for "best".
 
     The best score is also put into ``trainer.callback_metrics`` as ``best/<monitor>`` (what
     ``train.py`` gives a sweeper): from there it reaches the main process of a spawned DDP run,
     to which Lightning sends back only the best checkpoint's path.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("save_on_train_epoch_end", True)
+        super().__init__(*args, **kwargs)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def _refresh_last(self, trainer: L.Trainer) -> None:
+        """Write ``last.ckpt`` unless this step's state was just saved (as top-k and last together)."""
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _save_topk_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict) -> None:
         if self.monitor is not None and self.monitor not in monitor_candidates:
@@ -64,6 +88,36 @@ class StageAwareModelCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
         # load_state_dict may name another run's files on remote storage too
         inside = PurePosixPath(str(previous)).is_relative_to(PurePosixPath(str(self.dirpath)))
         return inside and super()._should_remove_checkpoint(trainer, previous, current)
+
+
+class EpochMetricsInLockstep(L.Callback):
+    """Compute the epoch's logged metrics on every process at once, before any callback reads them.
+
+    Reading epoch-level metrics computes them, and computing a synced value (``sync_dist``, a
+    torchmetrics metric) is a collective. A reader on one process only (the progress bar of rank 0,
+    a rank-zero report) would enter it alone while the other processes are in the next collective,
+    and the run would hang. This callback must come first; the trainer builder puts it there.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.callback_metrics  # noqa: B018 -- the read computes (and caches) the values on every process
+
+
+class StopOnSignal(L.Callback):
+    """Keep SIGTERM/SIGINT stopping the run while Lightning runs a stage (it installs handlers of its own).
+
+    Lightning's SIGTERM handler broadcasts over the process group from inside the signal handler,
+    which can meet another collective in flight and hang the run; see :mod:`asgcn_lightning.shutdown`.
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        reinstall_stop_handlers()
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        reinstall_stop_handlers()
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        reinstall_stop_handlers()
 
 
 class ConfusionMatrixReport(L.Callback):

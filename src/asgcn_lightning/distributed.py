@@ -9,9 +9,13 @@ PyTorch's fused ``SyncBatchNorm`` is used.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
 from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
+from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
 
@@ -34,6 +38,39 @@ class _AllReduceSum(torch.autograd.Function):
 def runs_on_cpu(accelerator: str) -> bool:
     """Whether ``trainer.accelerator`` trains on CPUs: ``cpu``, or ``auto`` on a machine without CUDA."""
     return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
+def process_count(devices: int | str | Sequence[int], num_nodes: int = 1, accelerator: str = "auto") -> int:
+    """Training processes of a run, as Lightning counts them: devices per node × nodes.
+
+    ``auto``/``-1`` mean every GPU when there are GPUs, else one CPU process.
+    """
+    if isinstance(devices, str) and devices.strip() not in ("auto", "-1"):
+        devices = [d for d in devices.split(",") if d.strip()] if "," in devices else int(devices)
+    if devices in ("auto", "-1", -1):
+        count = 1 if runs_on_cpu(accelerator) or not torch.cuda.is_available() else torch.cuda.device_count()
+    else:
+        count = len(devices) if isinstance(devices, Sequence) else int(devices)
+    return count * int(num_nodes)
+
+
+def training_strategy(devices: int | str | Sequence[int] = 1, num_nodes: int = 1, accelerator: str = "auto",
+                      start_method: str = "popen", process_group_backend: str | None = None,
+                      find_unused_parameters: bool = True, timeout_s: float | None = None) -> str | DDPStrategy:
+    """The strategy of ``trainer.strategy``: one process as is, several through DDP.
+
+    ``find_unused_parameters``: in the AIM stage only the AIM gets gradients and in the main stage
+    (``aim.mode=frozen``) only the backbone and heads, so DDP must look for unused parameters.
+    ``timeout_s`` bounds every collective: a process that died or went out of step ends the run
+    with an error after that long instead of leaving the others waiting for ever (None: 5 minutes on
+    CPUs, 30 on GPUs, where one process may compile or save much longer alone).
+    """
+    if process_count(devices, num_nodes, accelerator) == 1:
+        return "auto"
+    if timeout_s is None:
+        timeout_s = 300 if runs_on_cpu(accelerator) else 1800
+    return DDPStrategy(start_method=start_method, process_group_backend=process_group_backend,
+                       find_unused_parameters=find_unused_parameters, timeout=timedelta(seconds=timeout_s))
 
 
 def all_reduce(tensor: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
+from asgcn_lightning.shutdown import RunStopped
+
 F = TypeVar("F", bound=Callable[..., object])
 
 
@@ -39,12 +41,19 @@ def find_user_error(error: BaseException | None) -> UserError | None:
 
 
 def exit_on_user_error(func: F) -> F:
-    """Turn a :class:`UserError` escaping ``func`` into a one-line message and exit status 2."""
+    """Turn a :class:`UserError` escaping ``func`` into a one-line message and exit status 2.
+
+    A run stopped by SIGTERM/SIGINT (:class:`~asgcn_lightning.shutdown.RunStopped`) says so in a line too
+    and exits with the shell's status for that signal (128 + its number).
+    """
 
     @functools.wraps(func)
     def wrapper(*args: object, **kwargs: object) -> object:
         try:
             return func(*args, **kwargs)
+        except RunStopped as stopped:
+            print(f"error: {stopped}", file=sys.stderr)
+            sys.exit(stopped.exit_code)
         except Exception as error:
             user_error = find_user_error(error)
             if user_error is None:

@@ -6,7 +6,7 @@ Shared by train, evaluate and predict so that all three build exactly the same o
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
 from typing import Any
 
 import lightning as L
@@ -15,25 +15,37 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from asgcn_lightning.callbacks import EpochMetricsInLockstep, StopOnSignal
 from asgcn_lightning.data.datamodule import SkeletonDataModule
 from asgcn_lightning.data.transforms import Stream
-from asgcn_lightning.distributed import runs_on_cpu
+from asgcn_lightning.distributed import process_count, runs_on_cpu
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.memory import set_malloc_mmap_threshold
 from asgcn_lightning.models.module import ActionRecognitionModule
 from asgcn_lightning.models.transfer import prepare_transfer
 from asgcn_lightning.resume import RandomStateCheckpoint
+from asgcn_lightning.shutdown import die_with_parent, stop_on_signals
 
 LR_RULES = {"linear": lambda ratio: ratio, "sqrt": math.sqrt}  # factor from global batch / base batch
 
 
 def apply_process_settings(cfg: DictConfig) -> None:
-    """The per-process knobs every entry point honours: ``torch_threads`` and ``malloc_mmap_threshold``.
+    """What every process of every entry point sets first: stop handling, threads, ``malloc_mmap_threshold``.
 
-    Threads are set per process: N DDP processes on one host each default to all cores and oversubscribe it.
+    Threads are set per process: N DDP processes on one host would each default to all cores and
+    oversubscribe them, so without ``torch_threads`` each CPU process gets an equal share. A DDP worker
+    process started by the first one ends with it, whatever ended that one.
     """
-    if cfg.get("torch_threads"):
-        torch.set_num_threads(int(cfg.torch_threads))
+    stop_on_signals()
+    if os.environ.get("LOCAL_RANK", "0") != "0":
+        die_with_parent()
+    threads = cfg.get("torch_threads")
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default="auto")
+    if not threads and runs_on_cpu(accelerator):
+        local = process_count(OmegaConf.select(cfg, "trainer.devices", default=1), 1, accelerator)
+        threads = max(1, len(os.sched_getaffinity(0)) // local) if local > 1 else None
+    if threads:
+        torch.set_num_threads(int(threads))
     if cfg.get("malloc_mmap_threshold"):
         set_malloc_mmap_threshold(int(cfg.malloc_mmap_threshold))
 
@@ -87,19 +99,10 @@ def build_trainer(cfg: DictConfig, loggers: list[Any] | None = None) -> L.Traine
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     if not loggers:  # Lightning refuses a learning-rate monitor with nowhere to log (logger=none)
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
+    callbacks.insert(0, EpochMetricsInLockstep())  # not optional: without it a DDP run can hang
+    callbacks.append(StopOnSignal())  # not optional: SIGTERM must stop a run, also one blocked in a collective
     callbacks.append(RandomStateCheckpoint())  # not optional: without it no resume is exact
     return instantiate(cfg.trainer, logger=loggers if loggers is not None else False, callbacks=callbacks)
-
-
-def num_processes(trainer_cfg: DictConfig) -> int:
-    """Training processes of a run, counted as Lightning does: devices per node × nodes."""
-    devices = trainer_cfg.get("devices", 1)
-    if isinstance(devices, str) and devices not in ("auto", "-1"):
-        devices = [d for d in devices.split(",") if d.strip()] if "," in devices else int(devices)
-    if devices in ("auto", "-1", -1):
-        raise UserError("scaling the learning rate needs the device count: set trainer.devices to a number")
-    count = len(devices) if isinstance(devices, Sequence) else int(devices)
-    return count * int(trainer_cfg.get("num_nodes", 1))
 
 
 def resolve_lr_scaling(cfg: DictConfig) -> float:
@@ -115,7 +118,8 @@ def resolve_lr_scaling(cfg: DictConfig) -> float:
         return 1.0
     if rule not in LR_RULES:
         raise UserError(f"unknown lr_scaling.rule {rule!r}; choose none or one of {list(LR_RULES)}")
-    global_batch = int(cfg.dataset.batch_size) * num_processes(cfg.trainer)
+    trainer = cfg.trainer
+    global_batch = int(cfg.dataset.batch_size) * process_count(trainer.devices, trainer.num_nodes, trainer.accelerator)
     factor = LR_RULES[rule](global_batch / int(scaling.base_batch_size))
     aim = cfg.model.get("aim") or {}
     with open_dict(cfg):

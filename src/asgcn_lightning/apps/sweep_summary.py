@@ -141,6 +141,21 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         console.print(f"no job has logged {metric} yet")
 
 
+def write_summary(multirun_dir: Path, metric: str | None = None, mode: str | None = None,
+                  output: Path | None = None, console: Console | None = None) -> Path:
+    """Print the summary tables of a multirun folder and write them as JSON (default: in that folder)."""
+    if not multirun_dir.is_dir():
+        raise UserError(f"{multirun_dir}: no such folder")
+    jobs, metric, direction = read_jobs(multirun_dir, metric)
+    mode = mode or ("min" if direction and direction.lower().startswith("min") else "max")
+    summary = {"multirun_dir": str(multirun_dir), **summarise(jobs, metric, mode)}
+    print_summary(summary, console or Console())
+    output = output or multirun_dir / "sweep_summary.json"
+    output.write_text(json.dumps(summary, indent=1))
+    print(f"summary written to {output}", file=sys.stderr)
+    return output
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m asgcn_lightning.apps.sweep_summary",
@@ -152,15 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="where to write the summary (default: "
                         "<multirun dir>/sweep_summary.json)")
     args = parser.parse_args(argv)
-    if not args.multirun_dir.is_dir():
-        raise UserError(f"{args.multirun_dir}: no such folder")
-    jobs, metric, direction = read_jobs(args.multirun_dir, args.metric)
-    mode = args.mode or ("min" if direction and direction.lower().startswith("min") else "max")
-    summary = {"multirun_dir": str(args.multirun_dir), **summarise(jobs, metric, mode)}
-    print_summary(summary, Console())
-    output = args.json or args.multirun_dir / "sweep_summary.json"
-    output.write_text(json.dumps(summary, indent=1))
-    print(f"summary written to {output}", file=sys.stderr)
+    write_summary(args.multirun_dir, args.metric, args.mode, args.json)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg, datamodule)
     trainer = build_trainer(cfg, build_loggers(cfg))
     check_sweep_launch(trainer)
+    check_epochs(trainer, module)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # best/<monitor>: see callbacks.py
     if cfg.get("test_after_fit"):
@@ -54,6 +55,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
     return metrics
+
+
+def check_epochs(trainer: L.Trainer, module: L.LightningModule) -> None:
+    """Refuse a run that would end inside the A-link pretraining: it would train and test no classifier."""
+    aim_epochs = getattr(module, "aim_pretrain_epochs", 0)
+    if aim_epochs and trainer.max_epochs is not None and 0 <= trainer.max_epochs <= aim_epochs:
+        raise UserError(f"trainer.max_epochs={trainer.max_epochs} ends the run inside the {aim_epochs} epochs of "
+                        f"A-link "
+                        f"pretraining (model.aim.pretrain_epochs), before the classifier trains: give "
+                        f"trainer.max_epochs={aim_epochs + 1} or more")
 
 
 def check_sweep_launch(trainer: L.Trainer) -> None:

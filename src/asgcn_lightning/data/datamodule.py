@@ -15,6 +15,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from asgcn_lightning.data.provenance import preparation_differences, prepare_store
+from asgcn_lightning.data.sampling import GlobalBatchSampler
 from asgcn_lightning.data.store import META_FILE, SkeletonStore
 from asgcn_lightning.data.transforms import Compose
 from asgcn_lightning.errors import UserError
@@ -58,25 +59,25 @@ def resolve_classes(wanted: Sequence[int | str], class_names: Sequence[str]) -> 
 class SkeletonDataset(Dataset):
     """Samples of a store as ``(C, T, V, M)`` float tensors with (remapped) integer labels.
 
-    ``augment``: training samples draw their randomness from torch's RNG (which Lightning seeds per
-    worker), new every epoch; evaluation samples seed it from the sample itself, so a sample looks
-    the same in every evaluation and evaluating draws nothing from the training's random stream
-    (however the evaluation set is sharded over processes).
+    Indexed by position, a sample seeds its transform's random draws from itself, so it looks the
+    same in every evaluation. Indexed by ``(position, seed)``, as :class:`GlobalBatchSampler` yields
+    training samples, it draws from that seed: new every epoch, yet the same whichever process,
+    worker or (resumed) run loads it.
     """
 
     def __init__(self, store: SkeletonStore, indices: np.ndarray, labels: np.ndarray, layout: Layout,
-                 transform: Compose, augment: bool = False) -> None:
+                 transform: Compose) -> None:
         self.store, self.indices, self.labels = store, indices, labels
-        self.layout, self.transform, self.augment = layout, transform, augment
+        self.layout, self.transform = layout, transform
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
-        seed = int(torch.randint(0, 2**31 - 1, ()).item()) if self.augment else int(self.indices[item])
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        position, seed = item if isinstance(item, tuple) else (item, int(self.indices[item]))
         rng = np.random.default_rng(seed)
-        sequence = self.transform(self.store.sequence(int(self.indices[item])), self.layout, rng)
-        return torch.from_numpy(sequence).permute(3, 0, 2, 1).contiguous(), int(self.labels[item])
+        sequence = self.transform(self.store.sequence(int(self.indices[position])), self.layout, rng)
+        return torch.from_numpy(sequence).permute(3, 0, 2, 1).contiguous(), int(self.labels[position])
 
 
 class SkeletonDataModule(L.LightningDataModule):
@@ -102,6 +103,7 @@ class SkeletonDataModule(L.LightningDataModule):
         auto_prepare: bool = False,
         prepare_command: str | None = None,
         pin_memory: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.store_dir = Path(store_dir)
@@ -109,7 +111,7 @@ class SkeletonDataModule(L.LightningDataModule):
         self.classes = list(classes) if classes else None
         self.train_transform, self.eval_transform = Compose(train_transforms), Compose(eval_transforms)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
         self._prepare, self.auto_prepare = prepare, auto_prepare
         self.prepare_command = prepare_command or f"python -m asgcn_lightning.prepare dataset={dataset_name}"
         self.store: SkeletonStore | None = None
@@ -181,8 +183,7 @@ class SkeletonDataModule(L.LightningDataModule):
         if len(train) == 0 or len(test) == 0:
             raise UserError(f"split {getattr(self.split, 'name', self.split)!r} leaves {len(train)} training and "
                             f"{len(test)} test samples in {self.store_dir}; choose another split or class subset")
-        self.train_set = SkeletonDataset(store, train, labels[train], self.layout, self.train_transform,
-                                         augment=True)
+        self.train_set = SkeletonDataset(store, train, labels[train], self.layout, self.train_transform)
         self.test_set = SkeletonDataset(store, test, labels[test], self.layout, self.eval_transform)
 
     def unsplit_set(self) -> SkeletonDataset:
@@ -192,17 +193,23 @@ class SkeletonDataModule(L.LightningDataModule):
         indices = np.flatnonzero(labels >= 0)
         return SkeletonDataset(self._open(), indices, labels[indices], self.layout, self.eval_transform)
 
-    def _loader(self, dataset: Dataset, shuffle: bool, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, drop_last=False,
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+        # a generator of its own: starting worker processes then draws nothing from the global random
+        # stream, which a resumed run (new workers) and the uninterrupted one (persistent workers) must share
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
+                          persistent_workers=self.num_workers > 0, generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True, batch_size=self.batch_size)
+        sampler = GlobalBatchSampler(self.train_set, self.batch_size, self.seed)
+        if self.trainer is not None:
+            # Lightning creates the first iterator (and worker processes fetch ahead) before it sets the epoch
+            # of the sampler: a resumed run would start with epoch 0's order
+            sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+        return self._loader(self.train_set, self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False, batch_size=self.eval_batch_size,
-                            sampler=unrepeated_sampler(self.test_set))
+        return self._loader(self.test_set, self.eval_batch_size, unrepeated_sampler(self.test_set))
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

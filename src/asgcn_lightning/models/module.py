@@ -127,12 +127,23 @@ class ActionRecognitionModule(L.LightningModule):
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         return optimizers[0], optimizers[1] if len(optimizers) > 1 else None
 
-    def _step(self, optimizer: Any, loss: torch.Tensor) -> None:
+    def _step(self, optimizer: Any, loss: torch.Tensor, batch_size: int) -> None:
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        self.manual_backward(loss * self._share_of_global_batch(batch_size))
         if self.gradient_clip_val:
             self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
         optimizer.step()
+
+    def _share_of_global_batch(self, batch_size: int) -> float:
+        """Weight of this process's mean loss that makes DDP's average gradient the global batch's mean.
+
+        Processes may hold batches of different sizes (the last of an epoch); averaging their means
+        would weigh a sample of a small batch more than one of a large batch.
+        """
+        if self.trainer.world_size == 1:
+            return 1.0
+        total = self.trainer.strategy.reduce(torch.tensor(float(batch_size), device=self.device), reduce_op="sum")
+        return batch_size * self.trainer.world_size / float(total)
 
     # -- steps ---------------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -143,7 +154,7 @@ class ActionRecognitionModule(L.LightningModule):
                 raise UserError("the AIM pretraining stage needs model.aim_optimizer")
             aim = self.network.aim_loss(x)
             loss = sum(aim.losses.values())
-            self._step(aim_opt, loss)
+            self._step(aim_opt, loss, len(y))
             self._log_terms("train/", aim.losses, aim.metrics, len(y), loss_name="aim_loss", loss=loss)
             return loss.detach()
         if self.has_aim and self.aim_mode == "frozen" and self.network.aim.training:
@@ -151,10 +162,10 @@ class ActionRecognitionModule(L.LightningModule):
         out = self.network.forward_train(x)
         ce = F.cross_entropy(out.logits, y)
         loss = ce + sum(out.losses.values())
-        self._step(main_opt, loss)
+        self._step(main_opt, loss, len(y))
         if self.has_aim and self.aim_mode == "separate" and aim_opt is not None:
             aim = self.network.aim_loss(x)
-            self._step(aim_opt, sum(aim.losses.values()))
+            self._step(aim_opt, sum(aim.losses.values()), len(y))
         self.train_metrics.update(out.logits.detach(), y)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=len(y))
         self._log_terms("train/", {"ce": ce, **out.losses}, out.metrics, len(y), loss_name="loss", loss=loss)
