@@ -13,9 +13,9 @@ import torch
 
 from asgcn_lightning.data import transforms as T
 from asgcn_lightning.data.datamodule import SkeletonDataModule, resolve_classes
+from asgcn_lightning.data.sources.synthetic import SyntheticSkeletons, prepare_synthetic
 from asgcn_lightning.data.splits import MetadataSplit, RandomSplit
 from asgcn_lightning.data.store import SampleRecord, SkeletonStore, StoreWriter
-from asgcn_lightning.data.synthetic import SyntheticSkeletons, prepare_synthetic
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.skeleton.layouts import NTU25
 

@@ -24,14 +24,11 @@ from asgcn_lightning.data.formats.openpose_json import (
 )
 from asgcn_lightning.data.formats.pyskl_pickle import load_pyskl_pickle
 from asgcn_lightning.data.formats.uea_ts import read_ts
-from asgcn_lightning.data.pose_sources import (
-    prepare_kinetics_skeleton,
-    prepare_mads,
-    prepare_natops,
-    prepare_openpose_folder,
-    prepare_pyskl,
-    window_starts,
-)
+from asgcn_lightning.data.sources.kinetics import prepare_kinetics_skeleton
+from asgcn_lightning.data.sources.mads import prepare_mads
+from asgcn_lightning.data.sources.natops import prepare_natops
+from asgcn_lightning.data.sources.openpose import prepare_openpose_folder
+from asgcn_lightning.data.sources.pyskl import prepare_pyskl
 from asgcn_lightning.data.store import SkeletonStore
 from asgcn_lightning.data.tracking import (
     normalise_by_extent,
@@ -39,6 +36,7 @@ from asgcn_lightning.data.tracking import (
     select_main_people,
     track_people,
 )
+from asgcn_lightning.data.windows import window_starts
 from asgcn_lightning.errors import DataFormatError, UserError
 from asgcn_lightning.skeleton.layouts import make_layout
 
