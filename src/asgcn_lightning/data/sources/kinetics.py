@@ -26,7 +26,11 @@ NO_PARTITION = -1
 
 def release_parts(root: Path, label_file: str | Path | None) -> list[tuple[Path, Path | None, int]]:
     """``(clip folder, label file or None, setup)`` of the release layout, or of one folder of clips."""
-    if all((root / f"kinetics_{part}").is_dir() for part, _ in RELEASE_PARTS):
+    present = [part for part, _ in RELEASE_PARTS if (root / f"kinetics_{part}").is_dir()]
+    if len(present) == 1:
+        raise UserError(f"{root}: kinetics_{present[0]}/ without its other half; the release has both "
+                        "kinetics_train/ and kinetics_val/ (for one folder of clips, point dataset.root at it)")
+    if present:
         parts = []
         for part, setup in RELEASE_PARTS:
             labels = root / f"kinetics_{part}_label.json"
@@ -87,6 +91,6 @@ def prepare_kinetics_skeleton(
     parts = release_parts(root, label_file)
     if parts[0][2] == NO_PARTITION:
         console().print(f"{root}: one folder of clips, without the release's kinetics_train/ and kinetics_val/, "
-                        "so no train/val partition: train with split=random")
+                        "so no train/val partition: train with split=random", soft_wrap=True)
     spec = StoreSpec(dataset="kinetics_skeleton", layout=COCO18, num_person=num_person, channels=3, source=str(root))
     return write_store(store_dir, spec, _clip_items(parts, spec, num_classes))
