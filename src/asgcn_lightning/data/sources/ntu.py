@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from asgcn_lightning.data.classes import resolve_classes
 from asgcn_lightning.data.formats.ntu_skeleton import read_ntu_skeleton
 from asgcn_lightning.data.sources.ntu_bodies import NUM_PERSON, actor_sequence
 from asgcn_lightning.data.sources.writer import Item, Sample, Skipped, StoreSpec, write_store
@@ -175,12 +176,7 @@ def prepare_ntu(
         raise UserError(f"{raw}: no .skeleton files found "
                         "(expected the NTU files, like S001C001P001R001A001.skeleton)")
     class_names = ntu_class_names(edition)
-    if classes:
-        from asgcn_lightning.data.datamodule import resolve_classes  # deferred: imports torch
-
-        wanted = set(resolve_classes(classes, class_names))
-    else:
-        wanted = set(range(edition))
+    wanted = set(resolve_classes(classes, class_names)) if classes else set(range(edition))
     spec = StoreSpec(dataset=f"ntu{edition}", layout=NTU25, num_person=NUM_PERSON, channels=3, source=str(raw),
                      class_names=class_names)
     write_store(store_dir, spec, _ntu_items(paths, edition, wanted, bool(classes), num_workers))
