@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
+from asgcn_lightning.atomic import write_atomically
 from asgcn_lightning.data.pose_backend import SHIPPED_COMPLEXITY, BlazePoseBody25
 from asgcn_lightning.data.video import (
     VIDEO_SUFFIXES,
@@ -127,7 +128,7 @@ def video_to_openpose(video: str | Path, out_dir: str | Path, settings: PoseSett
             outputs.append(clip)
     detected = sum(len(p) > 0 for p in people)
     width, height = output_size(info, settings.size)
-    marker.write_text(json.dumps({
+    write_atomically(marker, json.dumps({
         "settings": _jsonable(settings), "source": source, "video": str(info.path), "fps": info.fps, "width": width,
         "height": height, "frames": len(people), "detected": detected, "clips": clips, "outputs": outputs}))
     return VideoPoses(info, len(people), detected, tuple(clips))
