@@ -39,8 +39,8 @@ def release_parts(root: Path, label_file: str | Path | None) -> list[tuple[Path,
     return [(root, Path(label_file) if label_file else None, NO_PARTITION)]
 
 
-def _clip_items(parts: list[tuple[Path, Path | None, int]], spec: StoreSpec, num_classes: int | None,
-                ) -> Iterator[Item]:
+def _clip_items(parts: list[tuple[Path, Path | None, int]], spec: StoreSpec,
+                num_classes: int | None) -> Iterator[Item]:
     """Every clip's tracked people as one sample; the class names are filled in once all labels are seen."""
     seen_names: dict[int, str] = {}
     for folder, labels_path, setup in parts:

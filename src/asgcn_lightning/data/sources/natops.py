@@ -41,8 +41,8 @@ def _read_natops(path: Path) -> TsData:
     return data
 
 
-def _natops_items(parsed: dict[str, TsData], problems: list[Skipped], class_labels: list[str],
-                  ) -> Iterator[Item]:
+def _natops_items(parsed: dict[str, TsData], problems: list[Skipped],
+                  class_labels: list[str]) -> Iterator[Item]:
     yield from problems
     for name, data in parsed.items():
         if data.class_labels != class_labels:

@@ -132,8 +132,11 @@ def _class_names_for(labels: Iterable[str], class_names: Sequence[str] | None) -
     return values
 
 
-def _labelled_entries(root: Path, labels: str | Path, class_names: Sequence[str] | None,
-                      ) -> tuple[list[str], list[tuple[str, list[Path], str]], list[Skipped]]:
+Entries = list[tuple[str, list[Path], str]]  # (sample name, frame files, label) of each video
+
+
+def _labelled_entries(root: Path, labels: str | Path,
+                      class_names: Sequence[str] | None) -> tuple[list[str], Entries, list[Skipped]]:
     """Class names, ``(sample name, frame files, label)`` and the skipped, for files labelled by a CSV."""
     label_path = Path(labels) if Path(labels).exists() or Path(labels).is_absolute() else root / labels
     table = read_label_table(label_path)
@@ -148,15 +151,14 @@ def _labelled_entries(root: Path, labels: str | Path, class_names: Sequence[str]
     return names, entries, skipped
 
 
-def _folder_entries(root: Path, class_names: Sequence[str] | None,
-                    ) -> tuple[list[str], list[tuple[str, list[Path], str]], list[Skipped]]:
+def _folder_entries(root: Path, class_names: Sequence[str] | None) -> tuple[list[str], Entries, list[Skipped]]:
     """Class names, ``(sample name, frame files, label)`` and the skipped, for one sub-folder per class."""
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise UserError(f"{root}: no class sub-folders; put each class in its own folder or give "
                         "labels=<CSV of video,label>")
     names = _class_names_for([p.name for p in folders], class_names)
-    entries: list[tuple[str, list[Path], str]] = []
+    entries: Entries = []
     skipped: list[Skipped] = []
     for folder in folders:
         found, stray = grouped_videos(folder, folder.name)
