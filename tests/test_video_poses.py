@@ -157,7 +157,7 @@ def test_bad_video_files_are_named(cv2, fixtures_dir: Path, tmp_path: Path, caps
 
 
 def test_video_folder_preparer_and_its_cache(ta_chi_clips: dict[str, list[Path]], tmp_path: Path) -> None:
-    from asgcn_lightning.data.sources.video import prepare_video_folder
+    from asgcn_lightning.data.sources.video_folder import prepare_video_folder
     from asgcn_lightning.data.video_poses import PoseSettings, videos_to_openpose
 
     root = tmp_path / "videos"

@@ -5,7 +5,7 @@ yields :class:`~asgcn_lightning.data.sources.writer.Sample` and
 :class:`~asgcn_lightning.data.sources.writer.Skipped` items;
 :func:`~asgcn_lightning.data.sources.writer.write_store` writes them. The preparers named by the
 ``dataset`` configs' ``prepare._target_`` are the ``prepare_*`` functions of these modules:
-synthetic, ntu, openpose (folder of OpenPose JSON), video (folder of videos, BlazePose), kinetics,
+synthetic, ntu, openpose (folder of OpenPose JSON), video_folder (folder of videos, BlazePose), kinetics,
 pyskl, natops, mads (hand-made tree) and mads_release (the official archives).
 
 Split convention: where a source defines its own train/test partition (pyskl splits, the NATOPS
