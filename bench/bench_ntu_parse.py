@@ -24,7 +24,7 @@ from pathlib import Path
 
 from asgcn_lightning.bench import measure_loader
 from asgcn_lightning.data.formats.ntu_skeleton import read_ntu_skeleton
-from asgcn_lightning.data.ntu import SPLIT_VALUES, prepare_ntu
+from asgcn_lightning.data.sources.ntu import SPLIT_VALUES, prepare_ntu
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNS = 3

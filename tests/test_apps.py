@@ -28,7 +28,7 @@ from asgcn_lightning.apps.localise import localise, localise_input, merge_window
 from asgcn_lightning.apps.predict import SkeletonInput, load_recogniser, people_to_sequence, predict, read_inputs
 from asgcn_lightning.apps.train import train
 from asgcn_lightning.data.formats.openpose_json import group_frame_files, read_openpose_frame, read_openpose_sequence
-from asgcn_lightning.data.ntu import prepare_ntu
+from asgcn_lightning.data.sources.ntu import prepare_ntu
 from asgcn_lightning.data.store import SkeletonStore
 from asgcn_lightning.data.tracking import normalise_by_extent
 from asgcn_lightning.errors import UserError

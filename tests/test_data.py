@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from asgcn_lightning.atomic import atomic_file, write_atomically
 from asgcn_lightning.data import transforms as T
 from asgcn_lightning.data.datamodule import SkeletonDataModule, resolve_classes
+from asgcn_lightning.data.sources.synthetic import SyntheticSkeletons, prepare_synthetic
 from asgcn_lightning.data.splits import MetadataSplit, RandomSplit
 from asgcn_lightning.data.store import SampleRecord, SkeletonStore, StoreWriter
-from asgcn_lightning.data.synthetic import SyntheticSkeletons, prepare_synthetic
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.skeleton.layouts import NTU25
 
@@ -150,6 +151,33 @@ def test_writer_rejects_wrong_shapes_and_nan(tmp_path):
             writer.add(SampleRecord("x", 0), np.ones((3, 2, 18, 3)))
         with pytest.raises(ValueError, match="NaN"):
             writer.add(SampleRecord("x", 0), np.full((3, 2, 25, 3), np.nan))
+
+
+def test_every_store_records_its_full_layout(tmp_path):
+    with _writer(tmp_path / "store") as writer:
+        writer.add(SampleRecord("x", 0), np.ones((3, 2, 25, 3)))
+        writer.commit()
+    assert SkeletonStore(tmp_path / "store").meta.layout_spec == NTU25.to_spec()
+    with pytest.raises(ValueError, match="layout ntu25 has 25 joints, the store is declared as ntu25 with 18"):
+        StoreWriter(tmp_path / "other", dataset="toy", layout="ntu25", num_person=1, num_joints=18, channels=3,
+                    class_names=["a"])
+    with pytest.raises(UserError, match="unknown layout 'mine'"):
+        StoreWriter(tmp_path / "other", dataset="toy", layout="mine", num_person=1, num_joints=3, channels=3,
+                    class_names=["a"])
+
+
+def test_atomic_write_keeps_the_old_content_on_failure_and_removes_dead_writers_leftovers(tmp_path):
+    target = tmp_path / "table.csv"
+    write_atomically(target, "old\n")
+    with pytest.raises(RuntimeError), atomic_file(target) as partial:
+        partial.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    leftover = tmp_path / f".table.csv.tmp-{int(dead.stdout)}"  # what a writer killed mid-write leaves
+    leftover.write_text("torn")
+    write_atomically(target, b"new\n")
+    assert target.read_text() == "new\n" and sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
 
 
 def test_synthetic_set_is_deterministic_with_full_metadata(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from asgcn_lightning.data.synthetic import SyntheticSkeletons
+from asgcn_lightning.data.sources.synthetic import SyntheticSkeletons
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.models.asgcn import ASGCN
 from asgcn_lightning.models.summary import REFERENCE, count, main, parameter_counts

@@ -10,19 +10,16 @@ import pytest
 from omegaconf import OmegaConf
 
 from asgcn_lightning.data.formats.ntu_skeleton import BodyTrack, NtuSkeletonFile, read_ntu_skeleton
-from asgcn_lightning.data.ntu import (
+from asgcn_lightning.data.sources.ntu import (
     MISSING_REASON,
     SPLIT_FIELDS,
     SPLIT_VALUES,
-    actor_sequence,
-    motion_energy,
     ntu_class_names,
     official_missing_samples,
     parse_ntu_name,
     prepare_ntu,
-    select_actors,
-    spurious_reason,
 )
+from asgcn_lightning.data.sources.ntu_bodies import actor_sequence, motion_energy, select_actors, spurious_reason
 from asgcn_lightning.data.store import SKIPPED_FILE, SkeletonStore, StoreWriter
 from asgcn_lightning.errors import DataFormatError, UserError
 

@@ -174,7 +174,7 @@ def test_torchrun_with_a_sweep_is_refused(compose, monkeypatch):
 
 def test_ddp_evaluation_sees_every_sample_exactly_once(tmp_path):
     """An odd number of validation samples over 2 processes: no sample repeated to even them out."""
-    from asgcn_lightning.data.synthetic import prepare_synthetic
+    from asgcn_lightning.data.sources.synthetic import prepare_synthetic
 
     prepare_synthetic(tmp_path / "syn", num_subjects=3, num_cameras=1, num_setups=1)
     _run_ranks(_evaluation_shard_worker, tmp_path / "syn")

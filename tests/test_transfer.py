@@ -28,7 +28,7 @@ from asgcn_lightning.apps.oneshot import (
     oneshot,
 )
 from asgcn_lightning.apps.train import train
-from asgcn_lightning.data.ntu import ntu_class_names
+from asgcn_lightning.data.sources.ntu import ntu_class_names
 from asgcn_lightning.data.store import SampleRecord, SkeletonStore, StoreWriter
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.models.asgcn import ASGCN

@@ -15,7 +15,7 @@ import pytest
 
 from asgcn_lightning.data.formats.openpose_json import layout_of_frame, read_openpose_folder, read_openpose_frame
 from asgcn_lightning.data.pose_backend import BLAZEPOSE_LANDMARKS, blazepose_to_body25, import_video_dependency
-from asgcn_lightning.data.pose_sources import prepare_mads
+from asgcn_lightning.data.sources.mads import prepare_mads
 from asgcn_lightning.data.store import SkeletonStore
 from asgcn_lightning.data.video import clip_ranges, output_size, parse_size, probe_video, read_frames, split_video
 from asgcn_lightning.errors import DataFormatError, UserError
@@ -157,7 +157,8 @@ def test_bad_video_files_are_named(cv2, fixtures_dir: Path, tmp_path: Path, caps
 
 
 def test_video_folder_preparer_and_its_cache(ta_chi_clips: dict[str, list[Path]], tmp_path: Path) -> None:
-    from asgcn_lightning.data.video_poses import PoseSettings, prepare_video_folder, videos_to_openpose
+    from asgcn_lightning.data.sources.video_folder import prepare_video_folder
+    from asgcn_lightning.data.video_poses import PoseSettings, videos_to_openpose
 
     root = tmp_path / "videos"
     for label, clip in (("push", 0), ("wave", 5)):

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from asgcn_lightning.orphans import orphans
+from asgcn_lightning.atomic import orphans
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

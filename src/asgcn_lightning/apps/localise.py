@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from asgcn_lightning.apps.predict import Recogniser, SkeletonInput
-from asgcn_lightning.data.pose_sources import window_starts
+from asgcn_lightning.data.windows import window_starts
 from asgcn_lightning.errors import UserError
 
 

@@ -38,7 +38,7 @@ from asgcn_lightning.data.formats.openpose_json import (
     layout_of_frame,
     read_openpose_sequence,
 )
-from asgcn_lightning.data.ntu import actor_sequence
+from asgcn_lightning.data.sources.ntu_bodies import actor_sequence
 from asgcn_lightning.data.store import META_FILE, SkeletonStore
 from asgcn_lightning.data.tracking import (
     normalise_by_extent,

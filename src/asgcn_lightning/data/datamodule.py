@@ -14,6 +14,7 @@ from filelock import FileLock
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from asgcn_lightning.data.classes import resolve_classes
 from asgcn_lightning.data.provenance import preparation_differences, prepare_store
 from asgcn_lightning.data.sampling import GlobalBatchSampler
 from asgcn_lightning.data.store import META_FILE, SkeletonStore
@@ -36,24 +37,6 @@ def unrepeated_sampler(dataset: Dataset) -> Sampler | None:
     if not (dist.is_available() and dist.is_initialized()) or not 1 < dist.get_world_size() <= len(dataset):
         return None
     return UnrepeatedDistributedSampler(dataset, shuffle=False)
-
-
-def resolve_classes(wanted: Sequence[int | str], class_names: Sequence[str]) -> list[int]:
-    """Class subset as 0-based source labels; ints are 1-based class numbers (NTU's A001 = 1)."""
-    labels: list[int] = []
-    for item in wanted:
-        if isinstance(item, str) and not item.isdigit():
-            if item not in class_names:
-                raise UserError(f"unknown class {item!r}; the data set's classes are {list(class_names)}")
-            labels.append(list(class_names).index(item))
-        else:
-            number = int(item)
-            if not 1 <= number <= len(class_names):
-                raise UserError(f"class number {number} is outside 1..{len(class_names)}")
-            labels.append(number - 1)
-    if len(set(labels)) != len(labels):
-        raise UserError(f"class subset {list(wanted)} names a class twice")
-    return sorted(labels)
 
 
 class SkeletonDataset(Dataset):

@@ -10,12 +10,13 @@ without the file (made by hand, or by an older version) is used as it is.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from asgcn_lightning.atomic import write_atomically
 
 PREPARED_WITH_FILE = "prepared_with.json"
 # arguments that change how fast a store is made, not what it holds
@@ -41,10 +42,7 @@ def preparation_of(prepare: Callable[..., Any]) -> dict[str, Any]:
 def prepare_store(prepare: Callable[..., Any], store_dir: Path) -> None:
     """Run the preparer into ``store_dir``, then record what it was run with (atomically)."""
     prepare(store_dir=store_dir)
-    target = store_dir / PREPARED_WITH_FILE
-    partial_file = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    partial_file.write_text(json.dumps(preparation_of(prepare), indent=1) + "\n")
-    os.replace(partial_file, target)
+    write_atomically(store_dir / PREPARED_WITH_FILE, json.dumps(preparation_of(prepare), indent=1) + "\n")
 
 
 def preparation_differences(store_dir: Path, prepare: Callable[..., Any]) -> list[str]:
@@ -62,7 +60,8 @@ def preparation_differences(store_dir: Path, prepare: Callable[..., Any]) -> lis
     except (ValueError, KeyError, TypeError):
         return [f"{path} is unreadable"]
     wanted = preparation_of(prepare)
-    if recorded_preparer != wanted["preparer"]:
+    # the function, not its module: a preparer that moved to another module makes the same store
+    if recorded_preparer.rsplit(".", 1)[-1] != wanted["preparer"].rsplit(".", 1)[-1]:
         return [f"preparer {recorded_preparer} (now {wanted['preparer']})"]
     keys = sorted(key for key in set(recorded_arguments) | set(wanted["arguments"])
                   if wanted["arguments"].get(key, "absent") is not None)

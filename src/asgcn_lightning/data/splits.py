@@ -29,7 +29,7 @@ class MetadataSplit:
     def __call__(self, index: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         values = index[self.key]
         if (values < 0).all():
-            raise UserError(f"split {self.name!r}: the data set has no {self.key} metadata")
+            raise UserError(f"split {self.name!r}: the data set has no {self.key} metadata; train it with split=random")
         train = np.isin(values, self.train_values)
         return np.flatnonzero(train), np.flatnonzero(~train)
 

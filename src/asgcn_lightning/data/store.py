@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from asgcn_lightning import progress
+from asgcn_lightning.atomic import fsync_file, recover_folder, replace_folder, temporary_sibling, write_atomically
 from asgcn_lightning.errors import UserError
-from asgcn_lightning.orphans import orphans
+from asgcn_lightning.skeleton.layouts import make_layout
 
 FORMAT_VERSION = 1
 FRAMES_FILE = "frames.f32"
@@ -58,7 +60,11 @@ class SampleRecord:
 
 @dataclass
 class StoreMeta:
-    """What a store holds; written last, so its presence marks a complete store."""
+    """What a store holds; written last, so its presence marks a complete store.
+
+    ``layout_spec`` is the full skeleton (joints, edges, centre...), so a store, and every run
+    trained on it, describes its own layout whatever the config says.
+    """
 
     dataset: str
     layout: str
@@ -79,7 +85,8 @@ class StoreWriter:
     """Append samples one by one, then :meth:`commit` atomically.
 
     Use as a context manager: leaving the block with an exception removes the temporary folder and
-    leaves any previous store at ``root`` untouched.
+    leaves any previous store at ``root`` untouched. ``layout`` names a built-in layout, or a
+    custom one described by ``layout_spec``.
     """
 
     def __init__(
@@ -96,6 +103,10 @@ class StoreWriter:
         layout_spec: dict[str, Any] | None = None,
     ) -> None:
         self.root = Path(root)
+        built = make_layout(**(layout_spec or {"name": layout}))
+        if built.name != layout or built.num_joints != num_joints:
+            raise ValueError(f"store {self.root}: layout {built.name} has {built.num_joints} joints, "
+                             f"the store is declared as {layout} with {num_joints}")
         self.meta = StoreMeta(
             dataset=dataset,
             layout=layout,
@@ -104,11 +115,11 @@ class StoreWriter:
             channels=channels,
             class_names=list(class_names),
             source=source,
-            layout_spec=layout_spec,
+            layout_spec=built.to_spec(),
         )
         self.root.parent.mkdir(parents=True, exist_ok=True)
-        self._remove_leftovers()
-        self._tmp = self.root.parent / f".{self.root.name}.tmp-{os.getpid()}"
+        recover_folder(self.root)
+        self._tmp = temporary_sibling(self.root)
         if self._tmp.exists():
             shutil.rmtree(self._tmp)
         self._tmp.mkdir()
@@ -117,17 +128,6 @@ class StoreWriter:
         self._offsets: list[int] = []
         self._lengths: list[int] = []
         self._committed = False
-
-    def _remove_leftovers(self) -> None:
-        """Delete the folders of killed preparations of this store; restore a store caught mid-swap."""
-        parent, name = self.root.parent, self.root.name
-        for old in orphans(parent, f".{name}.old-"):
-            if self.root.exists():
-                shutil.rmtree(old, ignore_errors=True)
-            else:  # killed between moving the previous store aside and moving the new one in
-                os.replace(old, self.root)
-        for tmp in orphans(parent, f".{name}.tmp-"):
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @property
     def frame_shape(self) -> tuple[int, int, int]:
@@ -165,7 +165,7 @@ class StoreWriter:
             message = f"{self.root}: no usable samples to store"
             if self.meta.skipped:  # the reasons must survive the failed preparation
                 log = self.root.parent / f"{self.root.name}.{SKIPPED_FILE}"
-                _write_atomically(log, self._skipped_log())
+                write_atomically(log, self._skipped_log())
                 first = "; ".join(f"{Path(item['file']).name}: {item['reason']}" for item in self.meta.skipped[:3])
                 message += f" ({len(self.meta.skipped)} source files skipped, all listed in {log}; first: {first})"
             raise UserError(message)
@@ -181,22 +181,14 @@ class StoreWriter:
             columns[key] = np.array([getattr(r, key) for r in self._records], dtype=np.int32)
         with open(self._tmp / INDEX_FILE, "wb") as handle:
             np.savez(handle, **columns)
-            handle.flush()
-            os.fsync(handle.fileno())
+        fsync_file(self._tmp / INDEX_FILE)
         if self.meta.skipped:
             (self._tmp / SKIPPED_FILE).write_text(self._skipped_log())
         self.meta.num_samples = len(self._records)
         self.meta.created = time.strftime("%Y-%m-%dT%H:%M:%S")
-        with open(self._tmp / META_FILE, "w") as handle:
-            json.dump(asdict(self.meta), handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        old = self.root.parent / f".{self.root.name}.old-{os.getpid()}"
-        if self.root.exists():
-            os.replace(self.root, old)
-        os.replace(self._tmp, self.root)
-        if old.exists():
-            shutil.rmtree(old)
+        (self._tmp / META_FILE).write_text(json.dumps(asdict(self.meta), indent=1))
+        fsync_file(self._tmp / META_FILE)
+        replace_folder(self._tmp, self.root)
         self._committed = True
         return self.root
 
@@ -273,12 +265,6 @@ def _files(count: int, noun: str = "file") -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def print_prepare_summary(store: SkeletonStore, console: Any = None) -> None:
     """Tell the user what a preparation produced and which source files it skipped, and why.
 
@@ -286,9 +272,7 @@ def print_prepare_summary(store: SkeletonStore, console: Any = None) -> None:
     (the first :data:`SUMMARY_PROBLEMS`), so the few truncated files of a 114 k-file download are not
     hidden behind the hundreds of listed ones.
     """
-    from rich.console import Console
-
-    console = console or Console(stderr=True)
+    console = console or progress.console()
     meta = store.meta
     console.print(f"[bold]{meta.dataset}[/]: {meta.num_samples} samples, {meta.total_frames} frames, "
                   f"{len(meta.class_names)} classes, layout {meta.layout} → {store.root}")

@@ -3,7 +3,7 @@
 OpenCV (``opencv-contrib-python``, through the ``[video]`` extra) does the work: mediapipe needs it
 anyway, and its wheel bundles FFmpeg, so one dependency decodes mp4/avi/mkv, resizes and writes
 clips, with no ffmpeg binary to install. Clip windows follow the preparers' convention
-(:func:`~asgcn_lightning.data.pose_sources.window_starts`): equal-length clips, the last one flush
+(:func:`~asgcn_lightning.data.windows.window_starts`): equal-length clips, the last one flush
 with the end so no tail is lost, and a video shorter than one clip is a single clip. Clips keep
 the source frame rate.
 """
@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from asgcn_lightning.data.pose_backend import import_video_dependency
-from asgcn_lightning.data.pose_sources import window_starts
+from asgcn_lightning.data.windows import window_starts
 from asgcn_lightning.errors import DataFormatError, UserError
+from asgcn_lightning.progress import progress_bar
 
 OPENCV_LOG_ERROR = 2  # cv2.setLogLevel: 0 silent, 1 fatal, 2 error, 3 warning
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv")
@@ -41,12 +40,6 @@ class VideoInfo:
     @property
     def duration(self) -> float | None:
         return None if self.frame_count is None else self.frame_count / self.fps
-
-
-def progress_bar() -> Progress:
-    """The progress display of the long video steps, on stderr so piped output stays clean."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True))
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Videos → OpenPose-format skeleton JSON with the built-in BlazePose backend, and a preparer on top.
+"""Videos → OpenPose-format skeleton JSON with the built-in BlazePose backend.
 
 ``python -m asgcn_lightning.data.video_poses <video or folder> --out <dir> [--clip-seconds 5
 --overlap 0 --size 340x256]`` writes, for every video (a folder is searched recursively and its
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from rich.progress import Progress
 
+from asgcn_lightning.atomic import write_atomically
 from asgcn_lightning.data.pose_backend import SHIPPED_COMPLEXITY, BlazePoseBody25
-from asgcn_lightning.data.pose_sources import prepare_openpose_folder
 from asgcn_lightning.data.video import (
     VIDEO_SUFFIXES,
     VideoInfo,
@@ -35,11 +35,11 @@ from asgcn_lightning.data.video import (
     output_size,
     parse_size,
     probe_video,
-    progress_bar,
     read_frames,
     split_video,
 )
 from asgcn_lightning.errors import DataFormatError, UserError, exit_on_user_error
+from asgcn_lightning.progress import progress_bar
 
 MARKER_SUFFIX = ".poses-done"  # not *.json, so OpenPose folder readers never mistake it for a frame
 EMPTY_PART_KEYS = ("face_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d", "pose_keypoints_3d",
@@ -128,7 +128,7 @@ def video_to_openpose(video: str | Path, out_dir: str | Path, settings: PoseSett
             outputs.append(clip)
     detected = sum(len(p) > 0 for p in people)
     width, height = output_size(info, settings.size)
-    marker.write_text(json.dumps({
+    write_atomically(marker, json.dumps({
         "settings": _jsonable(settings), "source": source, "video": str(info.path), "fps": info.fps, "width": width,
         "height": height, "frames": len(people), "detected": detected, "clips": clips, "outputs": outputs}))
     return VideoPoses(info, len(people), detected, tuple(clips))
@@ -217,36 +217,6 @@ def openpose_tree_from_videos(root: str | Path, store_dir: str | Path, *, size: 
                             model_complexity=model_complexity, folder_per_clip=False)
     videos_to_openpose(root, json_root, settings)
     return json_root
-
-
-def prepare_video_folder(
-    store_dir: str | Path,
-    *,
-    root: str | Path | None,
-    size: Sequence[int] | None = None,
-    model_complexity: int = SHIPPED_COMPLEXITY,
-    num_person: int = 1,
-    window: int | None = None,
-    stride: int | None = None,
-    class_names: Sequence[str] | None = None,
-    dataset: str = "video_folder",
-) -> Path:
-    """A class-per-sub-folder tree of videos (``root/<class>/**/<video>.mp4``) → a BODY_25 store.
-
-    The videos are pose-estimated by BlazePose (:func:`openpose_tree_from_videos`) and the JSON is
-    prepared as OpenPose output by :func:`~asgcn_lightning.data.pose_sources.prepare_openpose_folder`,
-    with ``window``/``stride`` cutting long videos into samples. With a ``size`` (width, height) the
-    frames are resized to it and samples are centred by the frame; without one each sample is
-    centred on its person. BlazePose finds one person per frame, hence ``num_person=1``. Files that
-    are no decodable video are reported on the console and left out.
-    """
-    if root is None:
-        raise UserError("prepare_video_folder needs the folder of videos (dataset.root=...)")
-    json_root = openpose_tree_from_videos(root, store_dir, size=size, model_complexity=model_complexity)
-    image_size = None if size is None or min(size) < 1 else size
-    return prepare_openpose_folder(store_dir, root=json_root, image_size=image_size, num_person=num_person,
-                                   window=window, stride=stride, class_names=class_names, layout="openpose25",
-                                   dataset=dataset)
 
 
 @exit_on_user_error

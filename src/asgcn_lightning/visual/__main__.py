@@ -53,7 +53,7 @@ def _raw_sequence(sample: str, store_dir: str | None, video: str | None) -> tupl
     from asgcn_lightning.apps.predict import estimate_video_poses, find_sample, people_to_sequence
     from asgcn_lightning.data.formats.ntu_skeleton import read_ntu_skeleton
     from asgcn_lightning.data.formats.openpose_json import group_frame_files, layout_of_frame, read_openpose_sequence
-    from asgcn_lightning.data.ntu import actor_sequence
+    from asgcn_lightning.data.sources.ntu_bodies import actor_sequence
     from asgcn_lightning.data.store import SkeletonStore
     from asgcn_lightning.data.video import VIDEO_SUFFIXES
 

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from asgcn_lightning.errors import DataFormatError
+from asgcn_lightning.skeleton.layouts import COCO18, OPENPOSE25, Layout
 
 FRAME_NAME = re.compile(r"^(?P<video>.+)_(?P<frame>\d{12})_keypoints\.json$")
-LAYOUT_BY_LENGTH = {75: "openpose25", 54: "coco18"}
-JOINTS_BY_LAYOUT = {name: length // 3 for length, name in LAYOUT_BY_LENGTH.items()}
+OPENPOSE_LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (OPENPOSE25, COCO18)}
+LAYOUT_BY_LENGTH = {3 * layout.num_joints: name for name, layout in OPENPOSE_LAYOUTS.items()}
 
 
 def read_openpose_frame(path: str | Path) -> np.ndarray:

@@ -19,11 +19,6 @@ from typing import Any
 import numpy as np
 
 from asgcn_lightning.errors import DataFormatError
-from asgcn_lightning.skeleton.layouts import COCO17
-
-# COCO-17 keypoints, as written by the HRNet 2D annotations; no neck or mid-hip joint, so the
-# nose is the graph centre and joins both shoulders.
-COCO17_SPEC: dict[str, Any] = COCO17.to_spec()
 
 
 @dataclass

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from rich.progress import track
 
-from asgcn_lightning.data.store import SampleRecord, SkeletonStore, StoreWriter
+from asgcn_lightning.data.sources.writer import Sample, StoreSpec, write_store
+from asgcn_lightning.data.store import SampleRecord, SkeletonStore
+from asgcn_lightning.progress import track
 from asgcn_lightning.skeleton.layouts import NTU25, parents_from_root
 
 # Rest pose in metres, y up, x to the body's left, z forward (towards the camera at yaw 0).
@@ -181,10 +182,8 @@ def prepare_synthetic(store_dir: str | Path, *, num_subjects: int = 12, num_came
                       num_person: int = 2, seed: int = 0) -> SkeletonStore:
     """Generate the synthetic set into a prepared store (a few seconds, with a progress bar)."""
     generator = SyntheticSkeletons(num_subjects, num_cameras, num_setups, num_replications, noise, seed)
-    with StoreWriter(store_dir, dataset="synthetic", layout=NTU25.name, num_person=num_person,
-                     num_joints=NTU25.num_joints, channels=3, class_names=generator.class_names,
-                     source=f"procedural, seed {seed}") as writer:
-        for record in track(generator.records(), description="generating synthetic skeletons"):
-            writer.add(record, generator.sample(record, num_person))
-        writer.commit()
-    return SkeletonStore(store_dir)
+    spec = StoreSpec(dataset="synthetic", layout=NTU25, num_person=num_person, channels=3,
+                     source=f"procedural, seed {seed}", class_names=generator.class_names)
+    samples = (Sample(record, generator.sample(record, num_person))
+               for record in track(generator.records(), "generating synthetic skeletons"))
+    return SkeletonStore(write_store(store_dir, spec, samples))
