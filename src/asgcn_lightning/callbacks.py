@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -11,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from asgcn_lightning.atomic import atomic_file, write_atomically
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.shutdown import reinstall_stop_handlers
 from asgcn_lightning.visual.confusion import confusion_figure, per_class_accuracy
@@ -142,16 +144,14 @@ class ConfusionMatrixReport(L.Callback):
             return
         matrix = np.asarray(confusion)
         names = pl_module.class_names or [str(i) for i in range(matrix.shape[0])]
-        self.dirpath.mkdir(parents=True, exist_ok=True)
         figure = confusion_figure(matrix, names, title=f"{stage}, epoch {trainer.current_epoch}")
-        png = self.dirpath / f"confusion_{stage}.png"
-        figure.savefig(png.with_suffix(".tmp.png"), dpi=100)
-        png.with_suffix(".tmp.png").replace(png)
+        with atomic_file(self.dirpath / f"confusion_{stage}.png") as tmp:
+            figure.savefig(tmp, dpi=100, format="png")
         accuracy = per_class_accuracy(matrix)
         rows = [[name, int(matrix[i].sum()), float(accuracy[i])] for i, name in enumerate(names)]
-        with open(self.dirpath / f"per_class_{stage}.csv.tmp", "w", newline="") as handle:
-            csv.writer(handle).writerows([["class", "samples", "accuracy"], *rows])
-        (self.dirpath / f"per_class_{stage}.csv.tmp").replace(self.dirpath / f"per_class_{stage}.csv")
+        table = io.StringIO()
+        csv.writer(table).writerows([["class", "samples", "accuracy"], *rows])
+        write_atomically(self.dirpath / f"per_class_{stage}.csv", table.getvalue())
         for logger in trainer.loggers:
             if isinstance(logger, L.pytorch.loggers.WandbLogger):
                 logger.log_image(key=f"{stage}/confusion_matrix", images=[figure])
@@ -190,10 +190,8 @@ class ALinkReport(L.Callback):
         except UserError as error:  # e.g. the person is absent from every frame: a picture is not worth a run
             rank_zero_warn(f"A-link picture skipped: {error}")
             return
-        self.dirpath.mkdir(parents=True, exist_ok=True)
-        png = self.dirpath / "alinks_val.png"
-        figure.savefig(png.with_suffix(".tmp.png"), dpi=100)
-        png.with_suffix(".tmp.png").replace(png)
+        with atomic_file(self.dirpath / "alinks_val.png") as tmp:
+            figure.savefig(tmp, dpi=100, format="png")
         for logger in trainer.loggers:
             if isinstance(logger, L.pytorch.loggers.WandbLogger):
                 logger.log_image(key="val/alinks", images=[figure])

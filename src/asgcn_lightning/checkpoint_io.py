@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from asgcn_lightning.atomic import orphans
+from asgcn_lightning.atomic import atomic_file
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -20,14 +19,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as handle:
-            torch.save(checkpoint, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        for leftover in orphans(path.parent, f".{path.name}.tmp-"):
-            leftover.unlink(missing_ok=True)
+        with atomic_file(path) as tmp:
+            torch.save(checkpoint, tmp)
 

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from asgcn_lightning.atomic import write_atomically
 from asgcn_lightning.errors import UserError, exit_on_user_error
 
 
@@ -151,7 +152,7 @@ def write_summary(multirun_dir: Path, metric: str | None = None, mode: str | Non
     summary = {"multirun_dir": str(multirun_dir), **summarise(jobs, metric, mode)}
     print_summary(summary, console or Console())
     output = output or multirun_dir / "sweep_summary.json"
-    output.write_text(json.dumps(summary, indent=1))
+    write_atomically(output, json.dumps(summary, indent=1))
     print(f"summary written to {output}", file=sys.stderr)
     return output
 

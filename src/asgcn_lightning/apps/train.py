@@ -23,6 +23,7 @@ from asgcn_lightning.apps.components import (
     close_loggers,
     resolve_lr_scaling,
 )
+from asgcn_lightning.atomic import write_atomically
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.errors import UserError, exit_on_user_error
 
@@ -51,9 +52,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     close_loggers(trainer)
     log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
     if trainer.is_global_zero:  # what sweep_summary reads, whichever loggers the run had
-        output_dir = Path(cfg.paths.output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+        write_atomically(Path(cfg.paths.output_dir) / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
     return metrics
 
 
