@@ -1,0 +1,163 @@
+"""Runs that never hang and never lose an epoch: signals, dead or out-of-step processes, last.ckpt, exact resume.
+
+Every run is ``python train.py`` started as a user starts it, in a folder of its own (logs/ land there),
+with real DDP over gloo between CPU processes where processes are involved.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import psutil
+import pytest
+import torch
+import torch.distributed as dist
+from conftest import REPO_ROOT
+
+SHORT = ["model=tiny", "torch_threads=1", "logger=csv", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2"]
+
+
+def _user_folder(tmp_path: Path, data_dir: Path) -> Path:
+    """A folder like a user's checkout: train.py, and the test session's prepared synthetic store as data/."""
+    folder = tmp_path / "checkout"
+    folder.mkdir()
+    shutil.copy(REPO_ROOT / "train.py", folder)
+    (folder / "data").symlink_to(data_dir)
+    return folder
+
+
+def _start(folder: Path, *overrides: str, log: str = "run.log") -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "train.py", *overrides], cwd=folder, env=env,
+                            stdout=(folder / log).open("w"), stderr=subprocess.STDOUT)
+
+
+def _run_dirs(folder: Path) -> list[Path]:
+    return sorted(path.parent for path in (folder / "logs" / "train" / "runs").glob("*/*/.hydra"))
+
+
+def _wait_for(path_glob: str, folder: Path, process: subprocess.Popen, timeout: float = 240) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(folder.glob(path_glob))
+        if found:
+            return found[0]
+        assert process.poll() is None, (folder / "run.log").read_text()[-3000:]
+        time.sleep(0.2)
+    raise AssertionError(f"no {path_glob} after {timeout} s")
+
+
+def _epochs(run_dir: Path, key: str) -> list[float]:
+    with open(run_dir / "csv" / "metrics.csv") as handle:
+        return [float(row[key]) for row in csv.DictReader(handle) if row.get(key)]
+
+
+class KillAtStep(L.Callback):
+    """SIGKILLs its own process right after global step ``step``: a crash at a known point of an epoch."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class OutOfStep(L.Callback):
+    """At global step ``step`` process ``rank`` enters a collective the other processes never enter."""
+
+    def __init__(self, step: int, rank: int = 1) -> None:
+        self.step, self.rank = step, rank
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step and trainer.global_rank == self.rank:
+            dist.all_reduce(torch.zeros(1))
+
+
+def test_last_ckpt_is_the_latest_epoch_also_after_a_better_earlier_one(tmp_path, data_dir):
+    """``save_top_k: 1, save_last: true``: last.ckpt is rewritten after every epoch, not only with a new best.
+
+    Ranking by the highest validation loss makes the first (worst) epoch the best one, so the later
+    epochs save no top-k checkpoint: last.ckpt must still be the end of the last epoch.
+    """
+    folder = _user_folder(tmp_path, data_dir)
+    process = _start(folder, *SHORT, "trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=val/loss",
+                     "callbacks.model_checkpoint.mode=max")
+    assert process.wait(timeout=400) == 0, (folder / "run.log").read_text()[-3000:]
+    (run,) = _run_dirs(folder)
+    losses = _epochs(run, "val/loss")
+    assert len(losses) == 3 and losses.index(max(losses)) < 2, losses  # the best is not the last epoch
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    best = [path.name for path in (run / "checkpoints").glob("epoch*.ckpt")]
+    assert last["epoch"] == 2 and last["global_step"] == 12, (last["epoch"], last["global_step"])
+    assert best == [f"epoch{losses.index(max(losses)):03d}-" + best[0].split("-", 1)[1]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer", ["cpu", "ddp_sim"])
+def test_sigkill_after_the_first_checkpoint_then_resume_ends_like_the_uninterrupted_run(trainer, tmp_path, data_dir):
+    """Killed in the middle of epoch 1 and resumed from last.ckpt: every later number equals the run that never
+    stopped, with data-loader worker processes (new ones in the resumed run, persistent ones in the other)."""
+    common = [*SHORT, "trainer.max_epochs=3", f"trainer={trainer}"]
+    full_folder, killed_folder = _user_folder(tmp_path / "full", data_dir), _user_folder(tmp_path / "killed", data_dir)
+    full = _start(full_folder, *common)
+    killed = _start(killed_folder, *common, "+callbacks.kill={_target_:test_resilience.KillAtStep,step:6}")
+    assert killed.wait(timeout=400) == -signal.SIGKILL, (killed_folder / "run.log").read_text()[-3000:]
+    assert full.wait(timeout=400) == 0, (full_folder / "run.log").read_text()[-3000:]
+    (killed_run,) = _run_dirs(killed_folder)
+    last = torch.load(killed_run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (0, 4), "killed in epoch 1: last.ckpt is the end of epoch 0"
+    resumed = _start(killed_folder, *common, f"ckpt_path={killed_run / 'checkpoints' / 'last.ckpt'}", log="resumed.log")
+    assert resumed.wait(timeout=400) == 0, (killed_folder / "resumed.log").read_text()[-3000:]
+    resumed_run = next(run for run in _run_dirs(killed_folder) if run != killed_run)
+    (full_run,) = _run_dirs(full_folder)
+    for key in ("val/loss", "val/acc_top1", "train/loss_epoch"):
+        assert _epochs(resumed_run, key) == _epochs(full_run, key)[1:], key
+    assert _epochs(resumed_run, "test/acc_top1") == _epochs(full_run, "test/acc_top1")
+
+
+def _children(process: subprocess.Popen) -> list[psutil.Process]:
+    try:
+        return psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["sigterm", "dead_rank", "out_of_step"])
+def test_a_stopped_dead_or_out_of_step_process_ends_the_whole_ddp_run(how, tmp_path, data_dir):
+    """SIGTERM to the first process, SIGKILL of the second, or a collective only one process enters: the run
+    ends with an error well within the collective timeout, and no process of it is left behind."""
+    folder = _user_folder(tmp_path, data_dir)
+    extra = {"sigterm": [], "dead_rank": [],
+             "out_of_step": ["+callbacks.desync={_target_:test_resilience.OutOfStep,step:2}"]}[how]
+    process = _start(folder, "model=tiny", "trainer=ddp_sim", "trainer.max_epochs=100", "trainer.strategy.timeout_s=30",
+                     "logger=csv", *extra)
+    _wait_for("logs/train/runs/*/*/checkpoints/last.ckpt", folder, process)
+    workers = _children(process)
+    started = time.monotonic()
+    if how == "sigterm":
+        process.send_signal(signal.SIGTERM)
+    elif how == "dead_rank":
+        rank_one = [child for child in workers
+                    if child.ppid() == process.pid and child.environ().get("LOCAL_RANK") == "1"]
+        assert rank_one, "the second DDP process was not found"
+        rank_one[0].kill()
+    code = process.wait(timeout=180)
+    output = (folder / "run.log").read_text()
+    assert code != 0, output[-3000:]
+    assert time.monotonic() - started < 120, "must end within the 30 s collective timeout plus shutdown"
+    if how == "sigterm":
+        assert "stopped by SIGTERM" in output or code in (1, 128 + signal.SIGTERM), output[-3000:]
+    deadline = time.monotonic() + 30
+    while any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in workers):
+        assert time.monotonic() < deadline, f"left behind: {[child.pid for child in workers if child.is_running()]}"
+        time.sleep(0.5)
