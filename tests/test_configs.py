@@ -38,8 +38,10 @@ def _importable(target: str) -> None:
         get_method(target)
 
 
-@pytest.mark.parametrize(("group", "option"), [(g, o) for g in ("dataset", "split", "model", "trainer", "logger",
-                                                                 "callbacks") for o in _options(g)])
+GROUPS = ("dataset", "split", "model", "trainer", "logger", "callbacks", "stream")
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
 def test_each_group_option_composes_and_names_real_classes(compose, group, option):
     cfg = compose([f"{group}={option}"])
     for target in _targets(cfg):
@@ -53,7 +55,7 @@ def test_dataset_split_combinations_resolve_or_fail_clearly(compose, dataset, sp
     from asgcn_lightning.errors import find_user_error
 
     cfg = compose([f"dataset={dataset}", f"split={split}"])
-    OmegaConf.to_container(cfg.datamodule, resolve=True)  # every interpolation resolves
+    OmegaConf.to_container(cfg.dataset, resolve=True)  # every interpolation resolves
     values = cfg.dataset.get("split_values") or {}
     if split in ("random",) or values.get(split):
         assert callable(instantiate(cfg.split))
@@ -87,3 +89,17 @@ def test_unknown_group_option_lists_the_valid_ones():
     assert result.returncode != 0
     assert "Could not find 'model/resnet'" in result.stderr and "tiny" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("stream", _options("stream"))
+def test_stream_group_ends_both_pipelines_also_after_an_experiment(compose, stream):
+    from hydra.utils import instantiate
+
+    from asgcn_lightning.data.transforms import Stream
+
+    cfg = compose(["experiment=natops", f"stream={stream}"])
+    assert cfg.dataset.stream == stream and cfg.dataset.name == "natops"
+    datamodule = instantiate(cfg.dataset)  # the dataset option is the data module
+    for pipeline in (datamodule.train_transform, datamodule.eval_transform):
+        assert isinstance(pipeline.transforms[-1], Stream) and pipeline.transforms[-1].kind == stream
+    assert not any(isinstance(t, Stream) for t in instantiate(compose([]).dataset).eval_transform.transforms)

@@ -16,7 +16,6 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from asgcn_lightning.data.datamodule import SkeletonDataModule
-from asgcn_lightning.data.transforms import Stream
 from asgcn_lightning.distributed import runs_on_cpu
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.memory import set_malloc_mmap_threshold
@@ -39,12 +38,8 @@ def apply_process_settings(cfg: DictConfig) -> None:
 
 
 def build_datamodule(cfg: DictConfig) -> SkeletonDataModule:
-    """The data module, with its store prepared (synthetic) or checked (real data sets)."""
-    datamodule: SkeletonDataModule = instantiate(cfg.datamodule)
-    # -- input stream (docs/transfer.md): dataset.stream ends both pipelines, so training, eval and ensembles agree
-    if OmegaConf.select(cfg, "dataset.stream"):
-        for pipeline in (datamodule.train_transform, datamodule.eval_transform):
-            pipeline.transforms.append(Stream(cfg.dataset.stream))
+    """The data module of ``cfg.dataset``, with its store prepared (synthetic, NATOPS) or checked (the rest)."""
+    datamodule: SkeletonDataModule = instantiate(cfg.dataset)
     datamodule.prepare_data()
     return datamodule
 
