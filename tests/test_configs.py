@@ -103,3 +103,26 @@ def test_stream_group_ends_both_pipelines_also_after_an_experiment(compose, stre
     for pipeline in (datamodule.train_transform, datamodule.eval_transform):
         assert isinstance(pipeline.transforms[-1], Stream) and pipeline.transforms[-1].kind == stream
     assert not any(isinstance(t, Stream) for t in instantiate(compose([]).dataset).eval_transform.transforms)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("transfer.mode=bogus", "expected one of [feature_extraction, finetune, architecture_only]"),
+    ("transfer.freez=[aim]", "Key 'freez' not in 'TransferConfig'"),
+    ("model.aim.mode=bogus", "expected one of [frozen, finetune, separate]"),
+    ("lr_scaling.rule=cube", "expected one of [none, linear, sqrt]"),
+])
+def test_typed_nodes_refuse_unknown_keys_and_choices_while_composing(compose, override, message):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as raised:
+        compose(["transfer=finetune", override])
+    assert message in str(raised.value.__cause__ or raised.value)
+
+
+def test_typed_nodes_keep_plain_names_for_the_code_and_the_saved_config(compose):
+    cfg = compose(["transfer=feature_extraction", "model=asgcn_tiny", "model.aim.mode=separate"])
+    assert cfg.transfer.mode == "feature_extraction" and cfg.model.aim.mode == "separate"
+    assert cfg.transfer.freeze == [] and cfg.lr_scaling.rule == "none"  # the schema's defaults fill the node
+    saved = OmegaConf.create(OmegaConf.to_yaml(cfg))
+    assert saved.model.aim.mode == "separate" and saved.lr_scaling.base_batch_size == cfg.dataset.batch_size
+    assert compose(["model=stgcn"]).model.aim is None  # a model without an AIM drops the typed node

@@ -315,7 +315,7 @@ def test_transfer_refuses_a_frozen_classifier_and_another_input_stream(compose, 
             build("transfer=finetune", f"transfer.freeze={names}")
     with pytest.raises(UserError, match=r"transfer.freeze=\['data_bn'\] applies to transfer=finetune"):
         build("transfer=feature_extraction", "+transfer.freeze=[data_bn]")
-    with pytest.raises(UserError, match=r"reads the joint stream, this run feeds it bone; set dataset\.stream=joint"):
+    with pytest.raises(UserError, match=r"reads the joint stream, this run feeds it bone; set stream=joint"):
         build("transfer=finetune", "stream=bone")
     assert build("transfer=finetune", "stream=bone", "transfer.strict=false").num_class == 10  # on purpose
     assert build("transfer=architecture_only", "stream=bone").num_class == 10  # no weights: no stream

@@ -22,8 +22,9 @@ from asgcn_lightning.memory import set_malloc_mmap_threshold
 from asgcn_lightning.models.module import ActionRecognitionModule
 from asgcn_lightning.models.transfer import prepare_transfer
 from asgcn_lightning.resume import RandomStateCheckpoint
+from asgcn_lightning.schemas import LrRule
 
-LR_RULES = {"linear": lambda ratio: ratio, "sqrt": math.sqrt}  # factor from global batch / base batch
+LR_RULES = {LrRule.linear: lambda ratio: ratio, LrRule.sqrt: math.sqrt}  # factor from global batch / base batch
 
 
 def apply_process_settings(cfg: DictConfig) -> None:
@@ -59,7 +60,7 @@ def build_module(cfg: DictConfig, datamodule: SkeletonDataModule) -> ActionRecog
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     for logger in loggers:
         logger.log_hyperparams(config)
     return loggers
@@ -104,12 +105,10 @@ def resolve_lr_scaling(cfg: DictConfig) -> float:
     taken as tuned for ``lr_scaling.base_batch_size``. The resolved numbers are written back into
     the config, so the logged config and the checkpoint's hyperparameters show the rates in use.
     """
-    scaling = cfg.get("lr_scaling") or {"rule": "none"}
-    rule = scaling.get("rule", "none")
-    if rule == "none":
+    scaling = cfg.get("lr_scaling") or {"rule": LrRule.none}  # typed: asgcn_lightning.schemas.LrScalingConfig
+    rule = LrRule(scaling.get("rule", LrRule.none))
+    if rule == LrRule.none:
         return 1.0
-    if rule not in LR_RULES:
-        raise UserError(f"unknown lr_scaling.rule {rule!r}; choose none or one of {list(LR_RULES)}")
     global_batch = int(cfg.dataset.batch_size) * num_processes(cfg.trainer)
     factor = LR_RULES[rule](global_batch / int(scaling.base_batch_size))
     aim = cfg.model.get("aim") or {}
