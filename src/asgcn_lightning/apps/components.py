@@ -105,8 +105,8 @@ def resolve_lr_scaling(cfg: DictConfig) -> float:
     taken as tuned for ``lr_scaling.base_batch_size``. The resolved numbers are written back into
     the config, so the logged config and the checkpoint's hyperparameters show the rates in use.
     """
-    scaling = cfg.get("lr_scaling") or {"rule": LrRule.none}  # typed: asgcn_lightning.schemas.LrScalingConfig
-    rule = LrRule(scaling.get("rule", LrRule.none))
+    scaling = cfg.get("lr_scaling")  # typed: asgcn_lightning.schemas.LrScalingConfig
+    rule = LrRule(scaling.rule) if scaling is not None else LrRule.none
     if rule == LrRule.none:
         return 1.0
     global_batch = int(cfg.dataset.batch_size) * num_processes(cfg.trainer)
