@@ -6,7 +6,7 @@ from typing import Any
 
 from bench.demo import print_demo
 
-# The reference AS-GCN at its NTU-60 configuration on this machine kind (2 cores, 2 threads; issue 9).
+# The reference AS-GCN at its NTU-60 configuration on this machine kind (2 cores, 2 threads).
 REFERENCE_FIGURES = {"train_s_per_sample": 6.4, "infer_s_per_sample": 2.05, "rss_gb_per_sample": 1.6,
                      "train_gflop_per_sample": 206.6, "stgcn_train_s_per_sample": 1.7}
 TARGETS = {"train_s_per_sample": 2.5, "rss_gb_per_sample": 0.4, "matmul_fraction": 0.7, "loader_margin": 20.0,
@@ -14,7 +14,7 @@ TARGETS = {"train_s_per_sample": 2.5, "rss_gb_per_sample": 0.4, "matmul_fraction
 
 
 def check_targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The issue's targets, for the reference configuration on a CPU; ``met`` is None where not measured."""
+    """The targets, for the reference configuration on a CPU; ``met`` is None where not measured."""
     ref, default = results["models"].get("reference", {}), results["models"].get("default", {})
     loader, parse = results.get("loader", {}), results.get("parse", {})
     consumed = 1 / default["train_s_per_sample"] if "train_s_per_sample" in default else None
