@@ -23,10 +23,13 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check src tests *.py
+	$(BIN)/ruff check src tests bench *.py
+
+# the recorded fixtures the data and demo parts read (a dev checkout keeps them beside the repository)
+FIXTURES ?= ../shared/fixtures
 
 bench: setup
-	$(BIN)/python -m asgcn_lightning.bench
+	$(BIN)/python -m bench --fixtures $(FIXTURES)
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache

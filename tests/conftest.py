@@ -23,18 +23,9 @@ CONFIG_DIR = REPO_ROOT / "configs"
 
 def compose_config(config_name: str, overrides: list[str], output_dir: Path, data_dir: Path):
     """Compose a config as the entry points do, with outputs and data in temporary folders."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from asgcn_lightning.config import compose_config as compose_as_a_command
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=[
-            f"paths.root_dir={REPO_ROOT}", f"paths.output_dir={output_dir}", f"paths.data_dir={data_dir}",
-            *overrides], return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]  # the task function of a real run never sees this node either
-    return cfg
+    return compose_as_a_command(config_name, [f"paths.data_dir={data_dir}", *overrides], output_dir, REPO_ROOT)
 
 
 @pytest.fixture(scope="session")

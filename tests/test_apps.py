@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO_ROOT, compose_config
+from helpers import train_kick_model
 from omegaconf import OmegaConf
 from PIL import Image
 from rich.console import Console
 
-from asgcn_lightning import bench
 from asgcn_lightning.apps import demo
 from asgcn_lightning.apps.demo import JsonPoses, run_demo, video_frames
 from asgcn_lightning.apps.localise import localise, localise_input, merge_windows, owned_spans
@@ -75,8 +75,8 @@ def synthetic_ckpt(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> 
 @pytest.fixture(scope="session")
 def openpose_ckpt(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Path:
     """A BODY_25 model on the 20 real soccer kicks, labelled curl or laces (the kick type): the bench's demo model."""
-    return bench.train_kick_model(fixtures_dir / "openpose" / "soccer_kicks", tmp_path_factory.mktemp("openpose_run"),
-                                  store_dir=tmp_path_factory.mktemp("kick_store") / "kicks")
+    return train_kick_model(fixtures_dir / "openpose" / "soccer_kicks", tmp_path_factory.mktemp("openpose_run"),
+                            store_dir=tmp_path_factory.mktemp("kick_store") / "kicks")
 
 
 @pytest.fixture(scope="session")
@@ -361,8 +361,11 @@ def test_demo_matches_openpose_files_to_frames_by_their_number(openpose_ckpt, tm
 
 
 def test_bench_measures_the_demo_in_each_mode(openpose_ckpt, short_video, tmp_path, capsys):
-    result = bench.measure_demo(openpose_ckpt, short_video, 1, tmp_path, max_frames=40)
-    assert list(result["modes"]) == list(bench.DEMO_MODES) and result["frames"] == 40 and result["runs"] == 1
+    from bench.demo import DEMO_MODES, measure_demo, print_demo, run_demo_bench
+    from bench.report import check_targets
+
+    result = measure_demo(openpose_ckpt, short_video, 1, tmp_path, max_frames=40)
+    assert list(result["modes"]) == list(DEMO_MODES) and result["frames"] == 40 and result["runs"] == 1
     # window 64, first at 32 frames, every 8: frames 31 and 39; offline classifies every one of them
     counts = {mode: figures["classifications"] for mode, figures in result["modes"].items()}
     assert counts["offline torch"] == counts["offline onnx"] == 2 and 1 <= counts["real time onnx"] <= 2
@@ -370,12 +373,12 @@ def test_bench_measures_the_demo_in_each_mode(openpose_ckpt, short_video, tmp_pa
     medians = [mode["fps_median"] for mode in result["modes"].values()]
     assert all(mode["fps_median"] == mode["fps"][0] > 0 for mode in result["modes"].values())
     assert result["fps_slowest_median"] == min(medians)
-    target = bench.check_targets({"models": {}, "demo": result})["demo_fps"]
+    target = check_targets({"models": {}, "demo": result})["demo_fps"]
     assert target == {"value": min(medians), "target": ">= 25.0", "met": min(medians) >= 25}
-    skipped = bench.run_demo_bench(tmp_path / "no_fixtures", quick=True)
+    skipped = run_demo_bench(tmp_path / "no_fixtures", quick=True)
     assert "ta_chi.mp4 not found" in skipped["skipped"]
-    assert bench.check_targets({"models": {}, "demo": skipped})["demo_fps"]["met"] is None
-    bench.print_demo(result, Console(width=200))
+    assert check_targets({"models": {}, "demo": skipped})["demo_fps"]["met"] is None
+    print_demo(result, Console(width=200))
     assert "real time onnx" in capsys.readouterr().out
 
 

@@ -38,8 +38,10 @@ def _importable(target: str) -> None:
         get_method(target)
 
 
-@pytest.mark.parametrize(("group", "option"), [(g, o) for g in ("dataset", "split", "model", "trainer", "logger",
-                                                                 "callbacks") for o in _options(g)])
+GROUPS = ("dataset", "split", "model", "trainer", "logger", "callbacks", "stream")
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
 def test_each_group_option_composes_and_names_real_classes(compose, group, option):
     cfg = compose([f"{group}={option}"])
     for target in _targets(cfg):
@@ -53,7 +55,7 @@ def test_dataset_split_combinations_resolve_or_fail_clearly(compose, dataset, sp
     from asgcn_lightning.errors import find_user_error
 
     cfg = compose([f"dataset={dataset}", f"split={split}"])
-    OmegaConf.to_container(cfg.datamodule, resolve=True)  # every interpolation resolves
+    OmegaConf.to_container(cfg.dataset, resolve=True)  # every interpolation resolves
     values = cfg.dataset.get("split_values") or {}
     if split in ("random",) or values.get(split):
         assert callable(instantiate(cfg.split))
@@ -87,3 +89,40 @@ def test_unknown_group_option_lists_the_valid_ones():
     assert result.returncode != 0
     assert "Could not find 'model/resnet'" in result.stderr and "tiny" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("stream", _options("stream"))
+def test_stream_group_ends_both_pipelines_also_after_an_experiment(compose, stream):
+    from hydra.utils import instantiate
+
+    from asgcn_lightning.data.transforms import Stream
+
+    cfg = compose(["experiment=natops", f"stream={stream}"])
+    assert cfg.dataset.stream == stream and cfg.dataset.name == "natops"
+    datamodule = instantiate(cfg.dataset)  # the dataset option is the data module
+    for pipeline in (datamodule.train_transform, datamodule.eval_transform):
+        assert isinstance(pipeline.transforms[-1], Stream) and pipeline.transforms[-1].kind == stream
+    assert not any(isinstance(t, Stream) for t in instantiate(compose([]).dataset).eval_transform.transforms)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("transfer.mode=bogus", "expected one of [feature_extraction, finetune, architecture_only]"),
+    ("transfer.freez=[aim]", "Key 'freez' not in 'TransferConfig'"),
+    ("model.aim.mode=bogus", "expected one of [frozen, finetune, separate]"),
+    ("lr_scaling.rule=cube", "expected one of [none, linear, sqrt]"),
+])
+def test_typed_nodes_refuse_unknown_keys_and_choices_while_composing(compose, override, message):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as raised:
+        compose(["transfer=finetune", override])
+    assert message in str(raised.value.__cause__ or raised.value)
+
+
+def test_typed_nodes_keep_plain_names_for_the_code_and_the_saved_config(compose):
+    cfg = compose(["transfer=feature_extraction", "model=asgcn_tiny", "model.aim.mode=separate"])
+    assert cfg.transfer.mode == "feature_extraction" and cfg.model.aim.mode == "separate"
+    assert cfg.transfer.freeze == [] and cfg.lr_scaling.rule == "none"  # the schema's defaults fill the node
+    saved = OmegaConf.create(OmegaConf.to_yaml(cfg))
+    assert saved.model.aim.mode == "separate" and saved.lr_scaling.base_batch_size == cfg.dataset.batch_size
+    assert compose(["model=stgcn"]).model.aim is None  # a model without an AIM drops the typed node

@@ -338,7 +338,7 @@ def test_global_batches_are_one_process_batches_split_over_the_processes(size, b
 
 
 def test_missing_real_store_says_which_command_prepares_it(tmp_path):
-    module = SkeletonDataModule(tmp_path / "ntu60", MetadataSplit("xsub", "subject", [1]), dataset_name="ntu60")
+    module = SkeletonDataModule(tmp_path / "ntu60", MetadataSplit("xsub", "subject", [1]), name="ntu60")
     with pytest.raises(UserError, match=r"`python -m asgcn_lightning.prepare dataset=ntu60`"):
         module.prepare_data()
 
@@ -366,7 +366,7 @@ def test_store_prepared_with_other_settings_is_rebuilt_or_refused(tmp_path):
     SkeletonDataModule(store_dir, split, prepare=three_subjects, auto_prepare=True).prepare_data()
     assert len(SkeletonStore(store_dir)) == 30, "an automatic store is rebuilt for the new settings"
 
-    refused = SkeletonDataModule(store_dir, split, prepare=two_subjects, dataset_name="syn",
+    refused = SkeletonDataModule(store_dir, split, prepare=two_subjects, name="syn",
                                  prepare_command="python -m asgcn_lightning.prepare dataset=syn")
     with pytest.raises(UserError, match=r"prepared with other settings: num_subjects=3 \(now 2\).*"
                                         r"`python -m asgcn_lightning.prepare dataset=syn`"):

@@ -426,8 +426,8 @@ def test_parse_and_loading_benchmark_prints_its_figures_as_json(fixtures_dir: Pa
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "bench_ntu_parse.py"), "--copies", "2",
-                           "--fixtures", str(fixtures_dir)], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-m", "bench.ntu_parse", "--copies", "2", "--fixtures", str(fixtures_dir)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["files"] == 120
     assert min(result["parse_files_per_s"], result["prepare_files_per_s"], result["prepare_1_worker_files_per_s"]) > 0

@@ -4,7 +4,7 @@ Same weights → same outputs and gradients within float tolerance, for the grap
 channel-mixing paths), the block, the whole network in both stages' passes and the AIM pair
 computations; plus the behaviour the optimisations promise: only the AIM encoder runs in the main
 stage, the graph convolution keeps no ``K``-times-wider intermediate for backward, and bf16
-autocast works. No timings here: figures belong in ``python -m asgcn_lightning.bench``.
+autocast works. No timings here: figures belong in ``python -m bench`` (``make bench``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asgcn_lightning import bench
 from asgcn_lightning.models import reference_ops
 from asgcn_lightning.models.aim import LinkEncoder, MotionDecoder, PairMLP
 from asgcn_lightning.models.asgcn import ASGCN
@@ -242,18 +241,20 @@ def test_motion_decoder_matches_the_per_pair_einsums() -> None:
 
 # -- benchmark report ---------------------------------------------------------------------------------------
 def test_bench_checks_each_target(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.report import check_targets, print_table
+
     model = {"model": "asgcn", "frames": 300, "train_s_per_sample": 2.0, "peak_memory_gb_per_sample": 0.5,
              "matmul_fraction": 0.75, "matmul_gflops": 100.0}
     results = {"device": "cpu", "threads": 2, "load_average": [1.0, 1.0, 1.0], "omp_wait_policy": "default",
                "models": {"reference": model, "default": {**model, "train_s_per_sample": 0.05}},
                "loader": {"samples_per_s": 300.0, "samples_per_s_0_workers": 500.0, "num_workers": 2, "batch": 16},
                "parse": {}}
-    results["targets"] = bench.check_targets(results)
+    results["targets"] = check_targets(results)
     met = {key: check["met"] for key, check in results["targets"].items()}
     assert met == {"train_s_per_sample": True, "rss_gb_per_sample": False, "matmul_fraction": True,
                    "loader_margin": False, "prepare_files_per_s": None}
     assert results["loader"]["margin_over_default_training"] == pytest.approx(15.0)
-    bench.print_table(results)
+    print_table(results)
     assert "not met" in capsys.readouterr().err
 
 

@@ -250,8 +250,8 @@ def test_edge_importances_come_over_only_within_the_same_s_link_subset(tmp_path)
 
 def test_transfer_across_layouts_through_the_module_build(compose, source_ckpt, fixtures_dir):
     """Synthetic (NTU, 25 joints) → the real NATOPS set (8 sensors named as NTU joints), built as train.py does."""
-    cfg = compose([*FAST, "dataset=natops", "split=predefined", "transfer=finetune",
-                   f"transfer.checkpoint={source_ckpt}", "transfer.freeze=[data_bn]"])
+    cfg = compose([*FAST, "dataset=natops", f"dataset.root={fixtures_dir / 'natops'}", "split=predefined",
+                   "transfer=finetune", f"transfer.checkpoint={source_ckpt}", "transfer.freeze=[data_bn]"])
     datamodule = build_datamodule(cfg)
     module = build_module(cfg, datamodule)
     layout, source, own = datamodule.layout, torch.load(source_ckpt, weights_only=False)["state_dict"], \
@@ -315,10 +315,10 @@ def test_transfer_refuses_a_frozen_classifier_and_another_input_stream(compose, 
             build("transfer=finetune", f"transfer.freeze={names}")
     with pytest.raises(UserError, match=r"transfer.freeze=\['data_bn'\] applies to transfer=finetune"):
         build("transfer=feature_extraction", "+transfer.freeze=[data_bn]")
-    with pytest.raises(UserError, match=r"reads the joint stream, this run feeds it bone; set dataset\.stream=joint"):
-        build("transfer=finetune", "+dataset.stream=bone")
-    assert build("transfer=finetune", "+dataset.stream=bone", "transfer.strict=false").num_class == 10  # on purpose
-    assert build("transfer=architecture_only", "+dataset.stream=bone").num_class == 10  # no weights: no stream
+    with pytest.raises(UserError, match=r"reads the joint stream, this run feeds it bone; set stream=joint"):
+        build("transfer=finetune", "stream=bone")
+    assert build("transfer=finetune", "stream=bone", "transfer.strict=false").num_class == 10  # on purpose
+    assert build("transfer=architecture_only", "stream=bone").num_class == 10  # no weights: no stream
 
 
 # -- cross-data-set label mapping ------------------------------------------------------------------------
@@ -430,10 +430,10 @@ def test_cross_eval_reindexes_the_target_joints_into_the_model_layout(compose, t
 
 
 def test_cross_eval_always_feeds_the_model_its_own_stream(compose, tmp_path):
-    checkpoint, module = _model_run(compose, tmp_path / "bone", [*FAST, "+dataset.stream=bone"])
+    checkpoint, module = _model_run(compose, tmp_path / "bone", [*FAST, "stream=bone"])
 
     def confusion_on(stream: str) -> list[list[int]]:
-        datamodule = build_datamodule(compose([*FAST, f"+dataset.stream={stream}"]))
+        datamodule = build_datamodule(compose([*FAST, f"stream={stream}"]))
         datamodule.setup()
         with torch.no_grad():
             pairs = [(module.network.forward_train(x).logits.argmax(dim=1), y) for x, y in datamodule.test_dataloader()]
@@ -442,15 +442,15 @@ def test_cross_eval_always_feeds_the_model_its_own_stream(compose, tmp_path):
 
     bone, joint = confusion_on("bone"), confusion_on("joint")
     assert bone != joint  # the test can tell the streams apart
-    # experiment=streams_joint asks for joints in the composed config: the model still gets its bones
+    # stream=joint asks for joints in the composed config: the model still gets its bones
     same_batches = "batch_size=16"  # as the data module's loader: the very same float sums
-    result = cross_evaluate(compose([f"ckpt_path={checkpoint}", "experiment=streams_joint", same_batches],
+    result = cross_evaluate(compose([f"ckpt_path={checkpoint}", "stream=joint", same_batches],
                                     config_name="cross_eval"))
     assert result["stream"] == "bone" and result["confusion"] == bone
-    assert cross_evaluate(compose([f"ckpt_path={checkpoint}", "+dataset.stream=bone", same_batches],
+    assert cross_evaluate(compose([f"ckpt_path={checkpoint}", "stream=bone", same_batches],
                                   config_name="cross_eval"))["confusion"] == bone
     with pytest.raises(UserError, match=r"dataset\.stream=joint: the model .* reads the bone stream"):
-        cross_evaluate(compose([f"ckpt_path={checkpoint}", "+dataset.stream=joint"], config_name="cross_eval"))
+        cross_evaluate(compose([f"ckpt_path={checkpoint}", "dataset.stream=joint"], config_name="cross_eval"))
 
 
 # -- one-shot ---------------------------------------------------------------------------------------------
@@ -558,7 +558,7 @@ def test_stream_models_fuse_and_the_evaluation_apps_run(compose, tmp_path):
     # the joint model has a prediction head: its test step classifies the window less its last 4 frames
     for stream, extra in (("joint", ["model.network.prediction_head=true", "model.network.predict_frames=4"]),
                           ("bone", [])):
-        cfg = compose([*FAST, *SHORT, f"+dataset.stream={stream}", *extra])
+        cfg = compose([*FAST, *SHORT, f"stream={stream}", *extra])
         cfg.paths.output_dir = str(tmp_path / stream)
         assert build_datamodule(cfg).eval_transform.transforms[-1].kind == stream
         train(cfg)

@@ -17,16 +17,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from asgcn_lightning.callbacks import EpochMetricsInLockstep, StopOnSignal
 from asgcn_lightning.data.datamodule import SkeletonDataModule
-from asgcn_lightning.data.transforms import Stream
 from asgcn_lightning.distributed import process_count, runs_on_cpu
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.memory import set_malloc_mmap_threshold
 from asgcn_lightning.models.module import ActionRecognitionModule
 from asgcn_lightning.models.transfer import prepare_transfer
 from asgcn_lightning.resume import RandomStateCheckpoint
+from asgcn_lightning.schemas import LrRule
 from asgcn_lightning.shutdown import die_with_parent, stop_on_signals
 
-LR_RULES = {"linear": lambda ratio: ratio, "sqrt": math.sqrt}  # factor from global batch / base batch
+LR_RULES = {LrRule.linear: lambda ratio: ratio, LrRule.sqrt: math.sqrt}  # factor from global batch / base batch
 
 
 def apply_process_settings(cfg: DictConfig) -> None:
@@ -51,12 +51,8 @@ def apply_process_settings(cfg: DictConfig) -> None:
 
 
 def build_datamodule(cfg: DictConfig) -> SkeletonDataModule:
-    """The data module, with its store prepared (synthetic) or checked (real data sets)."""
-    datamodule: SkeletonDataModule = instantiate(cfg.datamodule)
-    # -- input stream (docs/transfer.md): dataset.stream ends both pipelines, so training, eval and ensembles agree
-    if OmegaConf.select(cfg, "dataset.stream"):
-        for pipeline in (datamodule.train_transform, datamodule.eval_transform):
-            pipeline.transforms.append(Stream(cfg.dataset.stream))
+    """The data module of ``cfg.dataset``, with its store prepared (synthetic, NATOPS) or checked (the rest)."""
+    datamodule: SkeletonDataModule = instantiate(cfg.dataset)
     datamodule.prepare_data()
     return datamodule
 
@@ -76,7 +72,7 @@ def build_module(cfg: DictConfig, datamodule: SkeletonDataModule) -> ActionRecog
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values() if node is not None]
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     for logger in loggers:
         logger.log_hyperparams(config)
     return loggers
@@ -112,12 +108,10 @@ def resolve_lr_scaling(cfg: DictConfig) -> float:
     taken as tuned for ``lr_scaling.base_batch_size``. The resolved numbers are written back into
     the config, so the logged config and the checkpoint's hyperparameters show the rates in use.
     """
-    scaling = cfg.get("lr_scaling") or {"rule": "none"}
-    rule = scaling.get("rule", "none")
-    if rule == "none":
+    scaling = cfg.get("lr_scaling")  # typed: asgcn_lightning.schemas.LrScalingConfig
+    rule = LrRule(scaling.rule) if scaling is not None else LrRule.none
+    if rule == LrRule.none:
         return 1.0
-    if rule not in LR_RULES:
-        raise UserError(f"unknown lr_scaling.rule {rule!r}; choose none or one of {list(LR_RULES)}")
     trainer = cfg.trainer
     global_batch = int(cfg.dataset.batch_size) * process_count(trainer.devices, trainer.num_nodes, trainer.accelerator)
     factor = LR_RULES[rule](global_batch / int(scaling.base_batch_size))

@@ -1,7 +1,7 @@
 """Multi-stream score fusion: ``python -m asgcn_lightning.apps.ensemble ckpt_paths=[a.ckpt,...] weights=[...]``.
 
 Each checkpoint is one stream model of the same experiment — trained with ``dataset.stream`` set to
-``joint``, ``bone``, ``joint_motion`` or ``bone_motion`` (``experiment=streams_*``) — and its run's
+``joint``, ``bone``, ``joint_motion`` or ``bone_motion`` (``stream=<kind>``) — and its run's
 config says which stream it reads, so every member sees its own stream of the same test samples.
 The fused score of a sample is ``Σ_i w_i · softmax(logits_i)`` (``fuse=softmax``: members trained
 separately have differently scaled logits, probabilities do not) or ``Σ_i w_i · logits_i``

@@ -25,7 +25,7 @@ from asgcn_lightning.models.module import ActionRecognitionModule
 from asgcn_lightning.visual.confusion import per_class_accuracy
 
 log = logging.getLogger(__name__)
-RUN_KEYS = ("dataset", "split", "model", "datamodule")
+RUN_KEYS = ("dataset", "split", "model")
 
 
 def run_config_for(ckpt_path: Path) -> DictConfig | None:

@@ -179,7 +179,7 @@ def load_recogniser(cfg: DictConfig, backend: str = "torch", onnx_path: str | Pa
     module = build_module(cfg, spec)  # type: ignore[arg-type]  # ModelSpec has the properties build_module reads
     load_weights(module, ckpt_path)
     network = module.network.eval()
-    transform = Compose(instantiate(cfg.datamodule.eval_transforms))
+    transform = Compose(instantiate(cfg.dataset.eval_transforms))
     recogniser = Recogniser(network, spec, transform, cfg, ckpt_path)
     if backend == "onnx":
         from asgcn_lightning.export import onnx_session

@@ -18,7 +18,7 @@ from asgcn_lightning.data.classes import resolve_classes
 from asgcn_lightning.data.provenance import preparation_differences, prepare_store
 from asgcn_lightning.data.sampling import GlobalBatchSampler
 from asgcn_lightning.data.store import META_FILE, SkeletonStore
-from asgcn_lightning.data.transforms import Compose
+from asgcn_lightning.data.transforms import Compose, Stream
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.skeleton.layouts import Layout, make_layout
 
@@ -64,21 +64,26 @@ class SkeletonDataset(Dataset):
 
 
 class SkeletonDataModule(L.LightningDataModule):
-    """Train/val/test/predict loaders over a prepared store.
+    """Train/val/test/predict loaders over a prepared store; a ``configs/dataset/*.yaml`` option builds it.
 
     ``prepare`` (a callable taking ``store_dir``) builds the store when ``auto_prepare`` is set and
     it is missing — used for the embedded synthetic set. Real data sets are prepared once by the
     user with ``python -m asgcn_lightning.prepare``; a missing store is then a clear error.
+    ``stream`` ends both pipelines (joints, bones or their motion), so training, evaluation and
+    ensembles read the same input. ``source_settings`` are the rest of the data set's config node
+    (layout, persons, window, split values, the source's folders): the prepare step, the split and
+    the transforms read them by interpolation, and the prepared store's meta is what loading uses.
     """
 
     def __init__(
         self,
         store_dir: str | Path,
         split: Split,
-        dataset_name: str = "dataset",
+        name: str = "dataset",
         classes: Sequence[int | str] | None = None,
         train_transforms: Sequence[Any] = (),
         eval_transforms: Sequence[Any] = (),
+        stream: str | None = None,
         batch_size: int = 16,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -87,16 +92,19 @@ class SkeletonDataModule(L.LightningDataModule):
         prepare_command: str | None = None,
         pin_memory: bool = False,
         seed: int = 0,
+        **source_settings: Any,
     ) -> None:
         super().__init__()
         self.store_dir = Path(store_dir)
-        self.split, self.dataset_name = split, dataset_name
+        self.split, self.dataset_name = split, name
         self.classes = list(classes) if classes else None
-        self.train_transform, self.eval_transform = Compose(train_transforms), Compose(eval_transforms)
+        streams = [Stream(stream)] if stream else []
+        self.train_transform = Compose([*train_transforms, *streams])
+        self.eval_transform = Compose([*eval_transforms, *streams])
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
         self._prepare, self.auto_prepare = prepare, auto_prepare
-        self.prepare_command = prepare_command or f"python -m asgcn_lightning.prepare dataset={dataset_name}"
+        self.prepare_command = prepare_command or f"python -m asgcn_lightning.prepare dataset={name}"
         self.store: SkeletonStore | None = None
 
     # -- preparation --------------------------------------------------------------------------------

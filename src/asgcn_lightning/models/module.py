@@ -23,8 +23,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from asgcn_lightning.errors import UserError
-
-AIM_MODES = ("frozen", "finetune", "separate")
+from asgcn_lightning.schemas import AimMode
 
 
 class ActionRecognitionModule(L.LightningModule):
@@ -51,14 +50,8 @@ class ActionRecognitionModule(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.network = network
-        aim = dict(aim or {})
-        unknown = set(aim) - {"pretrain_epochs", "mode", "optimizer", "scheduler"}
-        if unknown:
-            raise UserError(f"unknown model.aim keys {sorted(unknown)}; "
-                            "use pretrain_epochs, mode, optimizer, scheduler")
-        aim_mode = aim.get("mode", "frozen")
-        if aim_mode not in AIM_MODES:
-            raise UserError(f"unknown model.aim.mode {aim_mode!r}; choose one of {list(AIM_MODES)}")
+        aim = dict(aim or {})  # typed: asgcn_lightning.schemas.AimConfig, checked while Hydra composes
+        aim_mode = AimMode(aim.get("mode", AimMode.frozen)).value
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.aim_optimizer_factory = aim.get("optimizer")
         self.aim_scheduler_factory = aim.get("scheduler")

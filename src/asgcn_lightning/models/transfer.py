@@ -37,13 +37,11 @@ from torch import nn
 from torch.optim import Optimizer
 
 from asgcn_lightning.errors import UserError
+from asgcn_lightning.schemas import TransferMode
 from asgcn_lightning.skeleton.layouts import Layout, make_layout
 
 log = logging.getLogger(__name__)
 
-TRANSFER_MODES = ("feature_extraction", "finetune", "architecture_only")
-TRANSFER_KEYS = {"mode", "checkpoint", "freeze", "backbone_lr_scale", "joint_map", "source_layout", "strict",
-                 "aim_pretrain_epochs"}
 CLASSIFIER_PREFIX = "head.fc."
 BACKBONE_GROUP = "backbone"
 
@@ -383,7 +381,7 @@ def check_stream(transfer: Transfer, stream: str | None) -> None:
     if source == (stream or "joint"):
         return
     message = (f"transfer from {transfer.source.path}: the source model reads the {source} stream, this run "
-               f"feeds it {stream or 'joint'}; set dataset.stream={source}")
+               f"feeds it {stream or 'joint'}; set stream={source}")
     if transfer.strict:
         raise UserError(message + " (or transfer.strict=false to fine-tune across streams on purpose)")
     log.warning("%s — going on because transfer.strict=false", message)
@@ -395,34 +393,31 @@ def _same_joint_count(network: nn.Module, source: Mapping[str, torch.Tensor]) ->
 
 
 def prepare_transfer(cfg: DictConfig) -> Transfer | None:
-    """Validate ``cfg.transfer`` and load its source; adjusts ``cfg.model.aim`` for transferred weights.
+    """Load the source of ``cfg.transfer`` and check what its schema cannot; adjusts ``cfg.model.aim``.
 
-    Returns ``None`` without a ``transfer`` node. The AIM of a transferred network is already trained:
-    its pretraining stage runs ``transfer.aim_pretrain_epochs`` epochs (0 by default), and a frozen
-    AIM gets no optimiser at all. Called before the module is built, so the logged config says so.
+    Returns ``None`` without a ``transfer`` node. Keys and modes are typed
+    (:class:`asgcn_lightning.schemas.TransferConfig`, checked while Hydra composes). The AIM of a
+    transferred network is already trained: its pretraining stage runs ``transfer.aim_pretrain_epochs``
+    epochs (0 by default), and a frozen AIM gets no optimiser at all. Called before the module is built,
+    so the logged config says so.
     """
     node = cfg.get("transfer")
     if not node:
         return None
-    unknown = set(node) - TRANSFER_KEYS
-    if unknown:
-        raise UserError(f"unknown transfer keys {sorted(unknown)}; use {sorted(TRANSFER_KEYS)}")
-    mode = node.get("mode")
-    if mode not in TRANSFER_MODES:
-        raise UserError(f"transfer.mode {mode!r}: choose one of {list(TRANSFER_MODES)}")
-    if not node.get("checkpoint"):
+    mode = TransferMode(node.mode).value
+    if OmegaConf.is_missing(node, "checkpoint") or not node.checkpoint:
         raise UserError("transfer.checkpoint: give the source checkpoint (a .ckpt of another run)")
-    scale = 1.0 if node.get("backbone_lr_scale") is None else float(node.backbone_lr_scale)
+    scale = float(node.backbone_lr_scale)
     if scale <= 0:
         raise UserError(f"transfer.backbone_lr_scale must be positive, got {scale}")
-    container = OmegaConf.to_container(node, resolve=True)
+    container = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     names = [str(n) for n in container.get("freeze") or []]
     if names and mode != "finetune":
         raise UserError(f"transfer.freeze={names} applies to transfer=finetune; {mode} "
                         + ("freezes the whole backbone itself" if mode == "feature_extraction" else "loads no weights"))
     transfer = Transfer(mode=mode, source=SourceCheckpoint.load(node.checkpoint), freeze=names,
                         backbone_lr_scale=scale, joint_map=container.get("joint_map"),
-                        source_layout=container.get("source_layout"), strict=bool(node.get("strict", True)),
+                        source_layout=container.get("source_layout"), strict=bool(node.strict),
                         network_factory=instantiate(cfg.model.network, _partial_=True))
     if mode != "architecture_only":
         check_stream(transfer, OmegaConf.select(cfg, "dataset.stream"))

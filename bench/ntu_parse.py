@@ -7,7 +7,7 @@ alone; ``loader`` is the training loader of ``python train.py dataset=ntu60 spli
 prepared store (centre, align, random crop-resize to 64 frames, random rotation). Each figure is
 the median of three runs.
 
-    python bench/bench_ntu_parse.py [--fixtures ../shared/fixtures] [--workers 2] [--copies 10]
+    python -m bench.ntu_parse --fixtures <folder> [--workers 2] [--copies 10]   (from the repository root)
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from asgcn_lightning.bench import measure_loader
 from asgcn_lightning.data.formats.ntu_skeleton import read_ntu_skeleton
 from asgcn_lightning.data.sources.ntu import SPLIT_VALUES, prepare_ntu
+from bench.loading import measure_loader
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 RUNS = 3
 
 
@@ -42,7 +41,7 @@ def median_rate(num_files: int, run: Callable[[], object]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fixtures", type=Path, default=REPO_ROOT.parent / "shared" / "fixtures")
+    parser.add_argument("--fixtures", type=Path, required=True, help="the recorded fixtures (ntu/skeletons/)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--copies", type=int, default=10)
     args = parser.parse_args()
