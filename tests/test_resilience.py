@@ -28,7 +28,7 @@ SHORT = ["model=tiny", "torch_threads=1", "logger=csv", "trainer.limit_train_bat
 def _user_folder(tmp_path: Path, data_dir: Path) -> Path:
     """A folder like a user's checkout: train.py, and the test session's prepared synthetic store as data/."""
     folder = tmp_path / "checkout"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     shutil.copy(REPO_ROOT / "train.py", folder)
     (folder / "data").symlink_to(data_dir)
     return folder

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.optim import Optimizer
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from asgcn_lightning.errors import UserError
@@ -68,6 +68,7 @@ class ActionRecognitionModule(L.LightningModule):
         self.train_metrics = self._accuracy(num_class, "train/")
         self.val_metrics = self._accuracy(num_class, "val/")
         self.test_metrics = self._accuracy(num_class, "test/")
+        self.epoch_means = nn.ModuleDict()  # validation/test losses and terms, by name: see _log_mean
         self.val_confusion = MulticlassConfusionMatrix(num_class)
         self.test_confusion = MulticlassConfusionMatrix(num_class)
         self.save_hyperparameters(ignore=["network"], logger=False)
@@ -184,12 +185,29 @@ class ActionRecognitionModule(L.LightningModule):
 
     def _log_terms(self, prefix: str, losses: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor],
                    batch_size: int, loss_name: str, loss: torch.Tensor) -> None:
-        on_step = prefix == "train/"
-        self.log(prefix + loss_name, loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=batch_size,
-                 sync_dist=not on_step)
-        terms = {prefix + k: v for k, v in {**losses, **metrics}.items()}
-        if terms:
-            self.log_dict(terms, on_step=False, on_epoch=True, batch_size=batch_size, sync_dist=not on_step)
+        if prefix == "train/":  # per step, this process's own
+            self.log(prefix + loss_name, loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
+            terms = {prefix + k: v for k, v in {**losses, **metrics}.items()}
+            if terms:
+                self.log_dict(terms, on_step=False, on_epoch=True, batch_size=batch_size)
+            return
+        self._log_mean(prefix + loss_name, loss, batch_size, prog_bar=True)
+        for name, value in {**losses, **metrics}.items():
+            self._log_mean(prefix + name, value, batch_size)
+
+    def _log_mean(self, name: str, value: torch.Tensor, batch_size: int, prog_bar: bool = False) -> None:
+        """Log the sample-weighted mean of ``value`` over the epoch and every process, exactly.
+
+        A torchmetrics mean sums values and weights over the processes. Lightning's ``sync_dist``
+        averages the processes' sample counts as integers, which truncates them when the shards differ
+        in size and skews the mean.
+        """
+        key = name.replace("/", "__")
+        if key not in self.epoch_means:
+            self.epoch_means[key] = MeanMetric().to(self.device)
+        self.epoch_means[key].update(value.detach(), weight=batch_size)
+        self.log(name, self.epoch_means[key], on_step=False, on_epoch=True, prog_bar=prog_bar,
+                 metric_attribute=f"epoch_means.{key}")
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str, metrics: MetricCollection,
                   confusion: MulticlassConfusionMatrix) -> None:
