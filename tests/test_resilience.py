@@ -138,7 +138,10 @@ def test_a_stopped_dead_or_out_of_step_process_ends_the_whole_ddp_run(how, tmp_p
              "out_of_step": ["+callbacks.desync={_target_:test_resilience.OutOfStep,step:2}"]}[how]
     process = _start(folder, "model=tiny", "trainer=ddp_sim", "trainer.max_epochs=100", "trainer.strategy.timeout_s=30",
                      "logger=csv", *extra)
-    _wait_for("logs/train/runs/*/*/checkpoints/last.ckpt", folder, process)
+    if how == "out_of_step":
+        _wait_for("logs/train/runs/*/*/.hydra", folder, process)
+    else:
+        _wait_for("logs/train/runs/*/*/checkpoints/last.ckpt", folder, process)
     workers = _children(process)
     started = time.monotonic()
     if how == "sigterm":
@@ -154,6 +157,8 @@ def test_a_stopped_dead_or_out_of_step_process_ends_the_whole_ddp_run(how, tmp_p
     assert time.monotonic() - started < 120, "must end within the 30 s collective timeout plus shutdown"
     if how == "sigterm":
         assert "stopped by SIGTERM" in output or code in (1, 128 + signal.SIGTERM), output[-3000:]
+    else:  # one line that says what happened, not a traceback
+        assert "error: process 0 of 2: the training processes lost each other" in output, output[-3000:]
     deadline = time.monotonic() + 30
     while any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in workers):
         assert time.monotonic() < deadline, f"left behind: {[child.pid for child in workers if child.is_running()]}"

@@ -60,8 +60,8 @@ def test_three_ddp_cpu_processes_train_the_one_process_model_with_uneven_shards(
     per operation; 1e-9 relative bounds it with room for 25 optimiser steps, while any real difference
     (one repeated sample, unsynchronised statistics) moves the numbers by more than 1e-4.
     """
-    common = ["model=tiny", "split=random", "trainer.max_epochs=1", "logger=csv", "torch_threads=1", "test_after_fit=true",
-              "trainer.precision=64-true", "trainer=ddp_sim"]
+    common = ["model=tiny", "split=random", "trainer.max_epochs=1", "logger=csv", "torch_threads=1",
+              "test_after_fit=true", "trainer.precision=64-true", "trainer=ddp_sim"]
     one = _popen(_train_command(data_dir, tmp_path / "one", *common, "trainer.devices=1", "dataset.batch_size=24"),
                  tmp_path / "one.log")
     three = _popen(_train_command(data_dir, tmp_path / "three", *common, "trainer.devices=3", "dataset.batch_size=8"),

@@ -73,6 +73,17 @@ def training_strategy(devices: int | str | Sequence[int] = 1, num_nodes: int = 1
                        find_unused_parameters=find_unused_parameters, timeout=timedelta(seconds=timeout_s))
 
 
+COLLECTIVE_FAILURES = ("gloo", "nccl", "connection closed by peer", "connection reset by peer", "timed out")
+
+
+def collective_failure(error: BaseException) -> str | None:
+    """The first line of ``error`` when it is a failed collective (a process died, hung or went out of step)."""
+    text = str(error).strip()
+    failed = isinstance(error, dist.DistError) or (
+        isinstance(error, RuntimeError) and any(word in text.lower() for word in COLLECTIVE_FAILURES))
+    return (text.splitlines() or [type(error).__name__])[0] if failed else None
+
+
 def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     """Differentiable sum over all processes (torch.distributed.nn's version is deprecated)."""
     return _AllReduceSum.apply(tensor)

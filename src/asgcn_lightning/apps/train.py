@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -25,6 +27,7 @@ from asgcn_lightning.apps.components import (
 )
 from asgcn_lightning.atomic import write_atomically
 from asgcn_lightning.config import config_dir
+from asgcn_lightning.distributed import collective_failure
 from asgcn_lightning.errors import UserError, exit_on_user_error
 
 log = logging.getLogger(__name__)
@@ -43,17 +46,32 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg, build_loggers(cfg))
     check_sweep_launch(trainer)
     check_epochs(trainer, module)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
+    with collective_failures_as_errors(trainer):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}  # best/<monitor>: see callbacks.py
     if cfg.get("test_after_fit"):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+        with collective_failures_as_errors(trainer):
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     close_loggers(trainer)
     log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
     if trainer.is_global_zero:  # what sweep_summary reads, whichever loggers the run had
         write_atomically(Path(cfg.paths.output_dir) / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
     return metrics
+
+
+@contextmanager
+def collective_failures_as_errors(trainer: L.Trainer) -> Iterator[None]:
+    """A process that died, hung past the collective timeout or went out of step ends the run in one line."""
+    try:
+        yield
+    except Exception as error:
+        failure = collective_failure(error)
+        if failure is None:
+            raise
+        raise UserError(f"process {trainer.global_rank} of {trainer.world_size}: the training processes lost each "
+                        f"other ({failure}); the last complete epoch is in checkpoints/last.ckpt") from error
 
 
 def check_epochs(trainer: L.Trainer, module: L.LightningModule) -> None:
