@@ -454,8 +454,9 @@ def test_export_command_logs_under_its_own_task(asgcn_ckpt, tmp_path, data_dir):
                            f"paths.log_dir={tmp_path / 'logs'}", "torch_threads=1"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
-    (run,) = (tmp_path / "logs").glob("*/runs/*")
-    assert run.parent.parent.name == "export" and (tmp_path / "model.onnx").is_file()
+    (run,) = (tmp_path / "logs").glob("*/runs/*/*")
+    assert run.parent.parent.parent.name == "export" and (tmp_path / "model.onnx").is_file()
+    assert run.parent.name == "synthetic-xsub-asgcn_tiny"  # named after the checkpoint's training run
     assert OmegaConf.load(run / ".hydra" / "config.yaml").task_name == "export"
 
 
