@@ -26,6 +26,7 @@ from asgcn_lightning.apps.localise import LocaliseSettings, localise_input
 from asgcn_lightning.config import compose_config, config_dir, typed
 from asgcn_lightning.errors import UserError, exit_on_user_error
 from asgcn_lightning.inference import LoadedModel, load_model
+from asgcn_lightning.inference.exporting import onnx_session
 from asgcn_lightning.inference.inputs import PoseSettings, SkeletonInput, read_inputs
 
 __all__ = ["compose_config", "load_recogniser", "predict"]  # compose_config: bench.py still imports it from here
@@ -35,7 +36,12 @@ def load_recogniser(cfg: DictConfig, backend: str = "torch", onnx_path: str | Pa
     """The model of a predict/demo config (``ckpt_path``), on PyTorch or ONNX (``backend``)."""
     if not cfg.get("ckpt_path"):
         raise UserError("give the trained model: ckpt_path=<run>/checkpoints/last.ckpt")
-    return load_model(cfg.ckpt_path, backend=backend, onnx_path=onnx_path)
+    if backend not in ("torch", "onnx"):
+        raise UserError(f"backend={backend!r}: choose torch or onnx")
+    model = load_model(cfg.ckpt_path)
+    if backend == "onnx":  # the ONNX export next to the checkpoint, exported when missing or older than it
+        model.session = onnx_session(model, onnx_path)
+    return model
 
 
 def top_k(probabilities: np.ndarray, class_names: Sequence[str], k: int) -> list[dict[str, Any]]:

@@ -137,26 +137,20 @@ def build_from_card(card: ModelCard) -> ActionRecognitionModule:
     return module
 
 
-def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu", backend: str = "torch",
-               onnx_path: str | Path | None = None) -> LoadedModel:
+def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """The trained model of ``ckpt_path`` in evaluation mode, with its layout, classes and evaluation transforms.
 
-    ``backend='onnx'`` runs the network exported to ONNX (``onnx_path``, exported next to the
-    checkpoint when not given or older than it) with onnxruntime instead of PyTorch.
+    Its logits come from PyTorch; :func:`asgcn_lightning.inference.exporting.onnx_session` gives it an
+    onnxruntime session on its ONNX export instead.
     """
-    if backend not in ("torch", "onnx"):
-        raise UserError(f"backend={backend!r}: choose torch or onnx")
     ckpt_path = Path(ckpt_path)
-    card = card_of(read_checkpoint(ckpt_path), ckpt_path)
+    checkpoint = read_checkpoint(ckpt_path)
+    card = card_of(checkpoint, ckpt_path)
     module = build_from_card(card)
-    load_weights(module, ckpt_path)
+    check_weights(module, checkpoint["state_dict"], ckpt_path)
+    module.load_state_dict(checkpoint["state_dict"])
     module.to(device).eval()
     transforms = [instantiate(node) for node in card.eval_transforms]
     if card.stream != "joint":
         transforms.append(Stream(card.stream))
-    model = LoadedModel(module, card, card.skeleton, Compose(transforms), ckpt_path)
-    if backend == "onnx":
-        from asgcn_lightning.inference.exporting import onnx_session
-
-        model.session = onnx_session(model, onnx_path)
-    return model
+    return LoadedModel(module, card, card.skeleton, Compose(transforms), ckpt_path)
