@@ -191,6 +191,26 @@ def test_a_checkpoint_without_a_model_card_is_one_clear_error(synthetic_ckpt, tm
         load_model(tmp_path / "old.ckpt")
 
 
+@pytest.mark.parametrize("app", ["eval", "predict", "demo", "export", "oneshot", "ensemble", "cross_eval"])
+def test_app_configs_compose_only_what_they_use(app, tmp_path, data_dir):
+    """A checkpoint says which model and data it is: no app composes training (optimiser, LR scaling, loggers)."""
+    cfg = compose_config(app, [], tmp_path, data_dir)
+    assert cfg.task_name == app and "store_dir" in cfg and OmegaConf.is_missing(cfg, "ckpt_paths" if app == "ensemble"
+                                                                                  else "ckpt_path")
+    assert not {"model", "lr_scaling", "logger", "callbacks", "transfer", "optimized_metric"} & set(cfg)
+
+
+def test_app_options_are_typed(synthetic_ckpt, tmp_path, data_dir):
+    from asgcn_lightning.apps.oneshot import oneshot
+
+    with pytest.raises(UserError, match="pose: Key 'sise' not in 'PoseSettings'"):
+        predict(_compose("predict", synthetic_ckpt, tmp_path, data_dir, "input=store:0", "+pose.sise=3"))
+    with pytest.raises(UserError, match="localise: Value 'abc' of type 'str' could not be converted to Integer"):
+        predict(_compose("predict", synthetic_ckpt, tmp_path, data_dir, "input=store:0", "localise.window=abc"))
+    with pytest.raises(UserError, match="oneshot: Value 'many' of type 'str' could not be converted to Integer"):
+        oneshot(_compose("oneshot", synthetic_ckpt, tmp_path, data_dir, "oneshot.shots=[1,many]"))
+
+
 # -- prediction --------------------------------------------------------------------------------------
 def test_predict_store_sample_gives_sorted_top_k_table_and_json(synthetic_ckpt, tmp_path, data_dir):
     store = SkeletonStore(data_dir / "synthetic")

@@ -224,9 +224,6 @@ class ActionRecognitionModule(L.LightningModule):
         if self.model_card is not None:
             checkpoint[CARD_KEY] = self.model_card
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.model_card = checkpoint.get(CARD_KEY, self.model_card)
-
     # -- confusion matrices ----------------------------------------------------------------------------
     def on_validation_epoch_end(self) -> None:
         self.last_val_confusion = self._finish_confusion(self.val_confusion)
