@@ -383,19 +383,20 @@ def run_demo(cfg: DictConfig, console: Console | None = None) -> DemoReport:
                                                   else "no frames could be read"))
     report = DemoReport(str(cfg.input), "real time" if realtime else "offline", count, seconds, count / seconds,
                         classifier.history, str(target) if target else None, interrupted)
-    _save_report(cfg, report)
+    saved = _save_report(cfg, report)
     last = f", last: {classifier.latest.label} ({classifier.latest.confidence:.2f})" if classifier.latest else ""
     stopped = "stopped by Ctrl+C after " if interrupted else ""
     console.print(f"{report.mode}: {stopped}{count} frames in {seconds:.1f} s = {report.fps:.1f} fps end to end, "
                   f"{len(report.classifications)} classifications{last}"
-                  + (f"\nannotated video → {target}" if target else ""))
+                  + (f"\nannotated video → {target}" if target else "") + f"\nreport → {saved}", soft_wrap=True)
     return report
 
 
-def _save_report(cfg: DictConfig, report: DemoReport) -> None:
+def _save_report(cfg: DictConfig, report: DemoReport) -> Path:
     path = Path(cfg.paths.output_dir) / "demo.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(report), indent=1))
+    return path
 
 
 def video_frames(path: str | Path) -> tuple[int, float, tuple[int, int]]:
