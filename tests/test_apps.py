@@ -24,8 +24,8 @@ from rich.console import Console
 
 from asgcn_lightning.apps import demo
 from asgcn_lightning.apps.demo import JsonPoses, run_demo, video_frames
-from asgcn_lightning.apps.localise import localise, localise_input, merge_windows, owned_spans
-from asgcn_lightning.apps.predict import SkeletonInput, load_recogniser, people_to_sequence, predict, read_inputs
+from asgcn_lightning.apps.localise import LocaliseSettings, localise_input
+from asgcn_lightning.apps.predict import predict
 from asgcn_lightning.apps.train import train
 from asgcn_lightning.data.formats.openpose_json import group_frame_files, read_openpose_frame, read_openpose_sequence
 from asgcn_lightning.data.sources.ntu import prepare_ntu
@@ -33,6 +33,9 @@ from asgcn_lightning.data.store import SkeletonStore
 from asgcn_lightning.data.tracking import normalise_by_extent
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.export import example_batch, export, export_model, parity
+from asgcn_lightning.inference import load_model
+from asgcn_lightning.inference.inputs import SkeletonInput, people_to_sequence, read_inputs
+from asgcn_lightning.inference.localise import localise, merge_windows, owned_spans
 from asgcn_lightning.models.asgcn import ASGCN
 from asgcn_lightning.skeleton.layouts import make_layout
 from asgcn_lightning.visual.__main__ import main as pictures
@@ -116,26 +119,96 @@ def _non_trivial_picture(path: Path, min_bytes: int = 8_000) -> None:
     assert pixels.std() > 5, f"{path} is (nearly) blank"
 
 
-# -- evaluation ---------------------------------------------------------------------------------------
 def test_eval_of_an_asgcn_checkpoint_tests_the_classifier_on_the_runs_own_data(asgcn_ckpt, tmp_path, data_dir):
-    """``eval.py ckpt_path=...`` alone: the run's data folder is found, and the AIM stage is not re-entered
+    """``eval.py ckpt_path=...`` alone: the checkpoint names its data, and the AIM stage is not re-entered
     (a fresh Trainer starts at epoch 0, inside the AIM epochs of a two-stage model)."""
-    from asgcn_lightning.apps.components import build_datamodule
-    from asgcn_lightning.apps.evaluate import adopt_run_config, evaluate
-    from asgcn_lightning.apps.predict import compose_config as compose_as_a_command
+    from asgcn_lightning.apps.evaluate import evaluate
+    from asgcn_lightning.config import compose_config as compose_as_a_command
+    from asgcn_lightning.inference.evaluation import dataset_logits
 
-    cfg = compose_as_a_command("eval", [f"ckpt_path={asgcn_ckpt}", "torch_threads=1"], tmp_path)
-    results = evaluate(cfg)
-    assert cfg.paths.data_dir == str(data_dir), "the training run's paths.data_dir"
-    confusion = np.asarray(json.loads((tmp_path / "evaluation.json").read_text())["confusion"])
-    datamodule = build_datamodule(cfg)
+    results = evaluate(compose_as_a_command("eval", [f"ckpt_path={asgcn_ckpt}", "torch_threads=1"], tmp_path))
+    saved = json.loads((tmp_path / "evaluation.json").read_text())
+    confusion = np.asarray(saved["confusion"])
+    model = load_model(asgcn_ckpt)
+    datamodule = model.datamodule()
     datamodule.setup("test")
+    assert saved["store_dir"] == str(data_dir / "synthetic"), "the training run's data, as its checkpoint says"
     assert confusion.sum() == len(datamodule.test_set) > 0
     assert results["test/acc_top1"] == pytest.approx(np.trace(confusion) / confusion.sum(), abs=1e-6)
     assert "test/mpjpe" in results  # the prediction head is evaluated too
-    # a data folder given on this command's line wins over the run's
-    elsewhere = compose_config("eval", [f"ckpt_path={asgcn_ckpt}"], tmp_path / "other", tmp_path / "moved")
-    assert adopt_run_config(elsewhere, asgcn_ckpt) and elsewhere.paths.data_dir == str(tmp_path / "moved")
+    logits, labels = dataset_logits(model.network, datamodule.test_set)  # the evaluation apps' logits
+    assert results["test/acc_top1"] == pytest.approx(float((logits.argmax(dim=1) == labels).float().mean()), abs=1e-6)
+
+
+def test_a_checkpoint_copied_alone_works_with_every_app(synthetic_ckpt, tmp_path, data_dir):
+    """Nothing of the training run beside it: eval (its data found through the checkpoint, or moved and named by
+    ``store_dir``), predict, export and the pictures. eval's accuracy is predict's over the same test samples."""
+    import shutil
+
+    from asgcn_lightning.apps.evaluate import evaluate
+    from asgcn_lightning.config import compose_config as compose_as_a_command
+
+    alone = tmp_path / "elsewhere" / "model.ckpt"
+    alone.parent.mkdir()
+    shutil.copy(synthetic_ckpt, alone)
+    moved = tmp_path / "moved" / "synthetic"
+    shutil.copytree(data_dir / "synthetic", moved)
+    results = evaluate(compose_as_a_command("eval", [f"ckpt_path={alone}", f"store_dir={moved}", "torch_threads=1"],
+                                            tmp_path / "eval"))
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["store_dir"] == str(moved)
+
+    model = load_model(alone)
+    datamodule = model.datamodule(moved)
+    datamodule.setup("test")
+    test_indices = datamodule.test_set.indices.tolist()
+    report = predict(compose_as_a_command("predict", [f"ckpt_path={alone}", f"store_dir={moved}", "input=store:0"],
+                                          tmp_path / "predict"))
+    assert report["class_names"] == SYNTHETIC_CLASSES and report["layout"] == "ntu25"
+    items = [read_inputs(f"store:{i}", model, store_dir=moved)[0] for i in test_indices]
+    predicted = model.probabilities([item.window() for item in items]).argmax(axis=1)
+    truth = np.asarray(datamodule.test_set.labels)
+    assert len(items) == 72 and results["test/acc_top1"] == pytest.approx(float((predicted == truth).mean()), abs=1e-6)
+
+    exported = export(compose_as_a_command("export", [f"ckpt_path={alone}"], tmp_path / "export"))
+    assert Path(exported["path"]) == alone.with_suffix(".onnx") and exported["max_abs_difference"] < 1e-4
+    _non_trivial_picture(pictures(["confusion", "--ckpt", str(alone), "--out", str(tmp_path / "confusion.png")]))
+
+
+def test_eval_command_names_its_folder_after_the_checkpoints_run_and_prints_what_it_writes(synthetic_ckpt, tmp_path):
+    done = subprocess.run([sys.executable, "eval.py", f"ckpt_path={synthetic_ckpt}", f"paths.log_dir={tmp_path}",
+                           "torch_threads=1"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    (written,) = tmp_path.glob("eval/runs/*/*/evaluation.json")
+    assert written.parent.parent.name == "synthetic-xsub-tiny"  # the training run's experiment, not eval's default
+    assert f"evaluation → {written}" in done.stdout
+
+
+def test_a_checkpoint_without_a_model_card_is_one_clear_error(synthetic_ckpt, tmp_path):
+    old = torch.load(synthetic_ckpt, weights_only=False)
+    del old["model_card"]
+    torch.save(old, tmp_path / "old.ckpt")
+    with pytest.raises(UserError, match="carries no model card"):
+        load_model(tmp_path / "old.ckpt")
+
+
+@pytest.mark.parametrize("app", ["eval", "predict", "demo", "export", "oneshot", "ensemble", "cross_eval"])
+def test_app_configs_compose_only_what_they_use(app, tmp_path, data_dir):
+    """A checkpoint says which model and data it is: no app composes training (optimiser, LR scaling, loggers)."""
+    cfg = compose_config(app, [], tmp_path, data_dir)
+    assert cfg.task_name == app and "store_dir" in cfg and OmegaConf.is_missing(cfg, "ckpt_paths" if app == "ensemble"
+                                                                                  else "ckpt_path")
+    assert not {"model", "lr_scaling", "logger", "callbacks", "transfer", "optimized_metric"} & set(cfg)
+
+
+def test_app_options_are_typed(synthetic_ckpt, tmp_path, data_dir):
+    from asgcn_lightning.apps.oneshot import oneshot
+
+    with pytest.raises(UserError, match="pose: Key 'sise' not in 'PoseSettings'"):
+        predict(_compose("predict", synthetic_ckpt, tmp_path, data_dir, "input=store:0", "+pose.sise=3"))
+    with pytest.raises(UserError, match="localise: Value 'abc' of type 'str' could not be converted to Integer"):
+        predict(_compose("predict", synthetic_ckpt, tmp_path, data_dir, "input=store:0", "localise.window=abc"))
+    with pytest.raises(UserError, match="oneshot: Value 'many' of type 'str' could not be converted to Integer"):
+        oneshot(_compose("oneshot", synthetic_ckpt, tmp_path, data_dir, "oneshot.shots=[1,many]"))
 
 
 # -- prediction --------------------------------------------------------------------------------------
@@ -170,12 +243,13 @@ def test_predict_ntu_skeleton_file_matches_the_same_sample_prepared_into_a_store
     (result,) = report["predictions"]
     assert result["name"] == path.stem and result["frames"] > 30 and len(result["top_k"]) == 3
 
-    recogniser = load_recogniser(_compose("predict", synthetic_ckpt, tmp_path, data_dir))
+    recogniser = load_model(synthetic_ckpt)
     from_files = [item for name in names for item in read_inputs(str(raw / f"{name}.skeleton"), recogniser)]
-    # the synthetic run's model reads the NTU store: its classes are not NTU's, so no subset applies
-    recogniser.cfg.dataset.store_dir, recogniser.cfg.dataset.classes = str(tmp_path / "ntu60"), None
-    from_store = [item for name in names for item in read_inputs(f"store:{name}", recogniser)]
-    assert [item.label for item in from_store] == ["drink water", "kicking something", "punching/slapping other person"]
+    # the synthetic run's model reads the NTU store: its classes are not NTU's
+    from_store = [item for name in names for item in read_inputs(f"store:{name}", recogniser,
+                                                                  store_dir=tmp_path / "ntu60")]
+    ntu_names = ("drink water", "kicking something", "punching/slapping other person")
+    assert [item.label for item in from_store] == [f"{name} (not among the model's classes)" for name in ntu_names]
     assert [len(a.sequence) for a in from_files] == [len(b.sequence) for b in from_store]
     files = recogniser.probabilities([item.window() for item in from_files])
     stored = recogniser.probabilities([item.window() for item in from_store])
@@ -192,7 +266,7 @@ def test_predict_openpose_folder_matches_the_prepared_store(openpose_ckpt, tmp_p
     report = predict(_compose("predict", openpose_ckpt, tmp_path, data_dir, f"input={folder}", "top_k=2"))
     names = [r["name"] for r in report["predictions"]]
     assert len(names) == 20 and "Kick_1" in names
-    recogniser = load_recogniser(_compose("predict", openpose_ckpt, tmp_path, data_dir))
+    recogniser = load_model(openpose_ckpt)
     stored = recogniser.probabilities([read_inputs(f"store:{name}", recogniser)[0].window() for name in names])
     predicted = np.array([[{row["class"]: row["probability"] for row in r["top_k"]}[c] for c in recogniser.class_names]
                           for r in report["predictions"]])
@@ -201,7 +275,7 @@ def test_predict_openpose_folder_matches_the_prepared_store(openpose_ckpt, tmp_p
 
 
 def test_predict_video_estimates_poses_with_the_builtin_backend(openpose_ckpt, short_video, tmp_path, data_dir):
-    recogniser = load_recogniser(_compose("predict", openpose_ckpt, tmp_path, data_dir))
+    recogniser = load_model(openpose_ckpt)
     (item,) = read_inputs(str(short_video), recogniser)
     assert item.sequence.shape == (60, 1, 25, 3) and item.fps == pytest.approx(30, abs=0.1)
     assert (item.sequence[..., 2] > 0).mean() > 0.5  # the person is found in most frames
@@ -211,14 +285,14 @@ def test_predict_video_estimates_poses_with_the_builtin_backend(openpose_ckpt, s
 
 def test_layout_mismatch_is_a_clear_error(synthetic_ckpt, openpose_ckpt, tmp_path, data_dir, fixtures_dir):
     folder = fixtures_dir / "openpose" / "soccer_kicks" / "json"
-    with pytest.raises(UserError, match=r"OpenPose BODY_25 \(openpose25, 2D\), but the model .* NTU Kinect v2"):
+    with pytest.raises(UserError, match=r"skeletons are openpose25 \(25 joints\), but the model .* trained on ntu25"):
         predict(_compose("predict", synthetic_ckpt, tmp_path, data_dir, f"input={folder}"))
     skeleton = fixtures_dir / "ntu" / "skeletons" / "S001C001P001R001A001.skeleton"
     result = subprocess.run([sys.executable, "predict.py", f"ckpt_path={openpose_ckpt}", f"input={skeleton}",
                              f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path}/cli"],
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "its skeletons are NTU Kinect v2 (ntu25, 3D), but the model" in result.stderr
+    assert "its skeletons are ntu25 (25 joints), but the model" in result.stderr
     assert "use a checkpoint trained on ntu25 data" in result.stderr
 
 
@@ -233,7 +307,7 @@ def test_merge_windows_joins_runs_splits_at_centres_and_drops_unsure_windows():
 
 
 def test_localisation_finds_the_change_between_two_actions(synthetic_ckpt, tmp_path, data_dir):
-    recogniser = load_recogniser(_compose("predict", synthetic_ckpt, tmp_path, data_dir))
+    recogniser = load_model(synthetic_ckpt)
     store = SkeletonStore(data_dir / "synthetic")
     def held_out(name: str) -> np.ndarray:
         """Three samples of a class by a subject the model was not trained on, one after the other."""
@@ -242,14 +316,14 @@ def test_localisation_finds_the_change_between_two_actions(synthetic_ckpt, tmp_p
         return np.concatenate([store.sequence(i) for i in chosen])
 
     first, second = held_out("squat"), held_out("kick right leg")
-    item = SkeletonInput("squat_then_kick", "synthetic", np.concatenate([first, second]), 30.0)
+    item = SkeletonInput("squat_then_kick", "synthetic", np.concatenate([first, second]), 30.0, recogniser.layout)
     timeline = localise(recogniser, item, window=48, stride=8, threshold=0.5)
     segments = timeline.segments
     assert segments[0].label == "squat" and segments[-1].label == "kick right leg", segments
     change = [s.end_frame for s in segments if s.label == "squat"][-1]
     assert abs(change - len(first)) <= 24, (change, len(first), segments)
     assert segments[0].start_frame <= 24 and segments[-1].end_frame == len(item.sequence)
-    record = localise_input(recogniser, item, OmegaConf.create({"window": 48, "stride": 8, "threshold": 0.5}),
+    record = localise_input(recogniser, item, LocaliseSettings(window=48, stride=8, threshold=0.5),
                             tmp_path / "predictions.json", Console())
     assert json.loads(json.dumps(record))["segments"][0]["label"] == "squat"
     _non_trivial_picture(Path(record["picture"]))
@@ -389,7 +463,7 @@ def test_export_matches_eager_pytorch(asgcn_ckpt, fmt, tmp_path, data_dir):
                    f"export_path={tmp_path / ('model.' + fmt)}")
     result = export(cfg)
     assert result["max_abs_difference"] < 1e-4 and Path(result["path"]).is_file()
-    recogniser = load_recogniser(_compose("predict", asgcn_ckpt, tmp_path, data_dir))
+    recogniser = load_model(asgcn_ckpt)
     assert recogniser.network.aim is not None  # A-links are part of what is exported
     noise = 0.3 * torch.randn_like(example_batch(recogniser, 3))  # other data than the export's own check
     assert parity(recogniser, result["path"], fmt, noise) < 1e-4
@@ -403,8 +477,9 @@ def test_export_command_logs_under_its_own_task(asgcn_ckpt, tmp_path, data_dir):
                            f"paths.log_dir={tmp_path / 'logs'}", "torch_threads=1"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr
-    (run,) = (tmp_path / "logs").glob("*/runs/*")
-    assert run.parent.parent.name == "export" and (tmp_path / "model.onnx").is_file()
+    (run,) = (tmp_path / "logs").glob("*/runs/*/*")
+    assert run.parent.parent.parent.name == "export" and (tmp_path / "model.onnx").is_file()
+    assert run.parent.name == "synthetic-xsub-asgcn_tiny"  # named after the checkpoint's training run
     assert OmegaConf.load(run / ".hydra" / "config.yaml").task_name == "export"
 
 

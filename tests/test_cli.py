@@ -40,16 +40,19 @@ def test_split_without_values_is_a_clear_error(tmp_path):
     assert "defines no xview training values" in result.stderr
 
 
-def test_eval_of_a_checkpoint_that_does_not_fit_names_the_keys(tmp_path):
+def test_eval_of_a_checkpoint_without_a_model_card_is_one_clear_line(tmp_path):
+    """Weights alone do not say how to use them (layout, classes, transforms): refused in one line."""
     import torch
 
     torch.save({"state_dict": {"network.head.fc.weight": torch.zeros(3, 3)}}, tmp_path / "foreign.ckpt")
-    result = _run("eval.py", f"ckpt_path={tmp_path}/foreign.ckpt", "model=tiny", f"paths.data_dir={tmp_path}",
-                  f"hydra.run.dir={tmp_path}/run")
+    result = _run("eval.py", f"ckpt_path={tmp_path}/foreign.ckpt", f"paths.log_dir={tmp_path}/logs")
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "does not match the configured model" in result.stderr
-    assert re.search(r"missing network\.\S+, .*\(\+\d+ more\)", result.stderr)
-    assert "shape differs for network.head.fc.weight (3, 3)→(10, 32)" in result.stderr
+    assert f"{tmp_path}/foreign.ckpt: this checkpoint carries no model card" in result.stderr
+    torn = tmp_path / "torn.ckpt"
+    torn.write_bytes(b"PK\x03\x04 not a checkpoint")
+    result = _run("predict.py", f"ckpt_path={torn}", "input=store:0", f"paths.log_dir={tmp_path}/logs")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"checkpoint {torn}: not a readable checkpoint" in result.stderr
 
 
 def test_prepared_ntu_trains_with_the_readme_command_that_does_not_repeat_the_source(tmp_path, fixtures_dir):

@@ -9,10 +9,10 @@ import torch
 import wandb
 
 from asgcn_lightning.apps.components import build_datamodule, build_module
-from asgcn_lightning.apps.evaluate import load_weights
 from asgcn_lightning.apps.train import train
 from asgcn_lightning.callbacks import ALinkReport
 from asgcn_lightning.errors import UserError
+from asgcn_lightning.inference.model import load_weights
 
 # one thread: two OpenMP threads on two busy cores slow small models down many times over
 FAST = ["model=tiny", "trainer=cpu", "dataset.num_workers=0", "dataset.batch_size=16", "torch_threads=1",

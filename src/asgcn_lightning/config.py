@@ -1,4 +1,5 @@
-"""Where the Hydra configuration tree lives, and composing it outside a Hydra run.
+"""The Hydra configuration tree: where it lives, composing it outside a Hydra run, typed option groups,
+and the ``${checkpoint_run:...}`` resolver that names an evaluation's folder after the checkpoint's run.
 
 Importing this module registers the typed schemas (:mod:`asgcn_lightning.schemas`) that the YAML
 files extend; every entry point imports it before Hydra composes.
@@ -9,15 +10,17 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.schemas import register_schemas
 
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
-
 register_schemas()
+
+Settings = TypeVar("Settings")
 
 
 def config_dir() -> str:
@@ -40,7 +43,6 @@ def compose_config(config_name: str, overrides: Sequence[str] = (), output_dir: 
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
 
     configs = Path(config_dir())
     root = Path(root_dir) if root_dir else configs.parent
@@ -52,3 +54,42 @@ def compose_config(config_name: str, overrides: Sequence[str] = (), output_dir: 
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+def sets_on_command_line(key: str) -> bool:
+    """Whether this command's own overrides set ``key`` (False outside a Hydra run)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    return any(override.split("=", 1)[0].lstrip("+~") == key for override in HydraConfig.get().overrides.task)
+
+
+def typed(schema: type[Settings], node: Any, name: str) -> Settings:
+    """``node`` checked against the dataclass ``schema`` (unknown keys, wrong types): one line naming ``name``."""
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), node or {}))
+    except OmegaConfBaseException as error:
+        message = str(error).splitlines()[0]
+        raise UserError(f"{name}: {message}") from None
+
+
+def checkpoint_run(ckpt_path: Any) -> str:
+    """The name of the training run that wrote ``ckpt_path`` (the first of a list), for an evaluation's folder.
+
+    Read from the checkpoint's model card; a checkpoint without one is named by its file.
+    """
+    if OmegaConf.is_list(ckpt_path) or isinstance(ckpt_path, list | tuple):
+        ckpt_path = ckpt_path[0] if len(ckpt_path) else None
+    if not ckpt_path:
+        return "no_checkpoint"
+    path = Path(str(ckpt_path))
+    try:
+        import torch
+
+        name = (torch.load(path, map_location="cpu", weights_only=False).get("model_card") or {}).get("run_name")
+    except Exception:  # a missing or foreign file: the app itself says what is wrong with it
+        name = None
+    return str(name or path.stem)
+
+
+if not OmegaConf.has_resolver("checkpoint_run"):
+    OmegaConf.register_new_resolver("checkpoint_run", checkpoint_run)

@@ -20,6 +20,7 @@ from asgcn_lightning.data.datamodule import SkeletonDataModule
 from asgcn_lightning.distributed import process_count, runs_on_cpu
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.memory import set_malloc_mmap_threshold
+from asgcn_lightning.models.card import ModelCard
 from asgcn_lightning.models.module import ActionRecognitionModule
 from asgcn_lightning.models.transfer import prepare_transfer
 from asgcn_lightning.resume import RandomStateCheckpoint
@@ -65,9 +66,28 @@ def build_module(cfg: DictConfig, datamodule: SkeletonDataModule) -> ActionRecog
         num_class=datamodule.num_class, layout=datamodule.layout,
         in_channels=datamodule.in_channels, num_person=datamodule.num_person)
     module = instantiate(cfg.model, _partial_=True, network=None)(network=network, class_names=datamodule.class_names)
+    module.model_card = model_card(cfg, datamodule).to_dict()  # checkpoints carry what using them needs
     if transfer is not None:  # -- source weights, frozen modules, backbone learning rate
         transfer.apply(module, datamodule.layout)
     return module
+
+
+def model_card(cfg: DictConfig, datamodule: SkeletonDataModule) -> ModelCard:
+    """The facts a checkpoint of this run must carry (models/card.py), from the data module and the config."""
+    data = OmegaConf.to_container(cfg.dataset, resolve=True)  # the data module's own config, stream included
+    try:
+        run_name = OmegaConf.select(cfg, "experiment_name")
+    except Exception:  # ${hydra:...} outside a Hydra run: the name is informational
+        run_name = None
+    window = OmegaConf.select(cfg, "dataset.window")
+    return ModelCard(layout=datamodule.layout.to_spec(), class_names=list(datamodule.class_names),
+                     in_channels=datamodule.in_channels, num_person=datamodule.num_person,
+                     stream=OmegaConf.select(cfg, "dataset.stream") or "joint",
+                     eval_transforms=list(data.get("eval_transforms") or []),
+                     window=int(window) if window is not None else None,
+                     model=OmegaConf.to_container(cfg.model, resolve=True), data=data,
+                     dataset_name=str(datamodule.dataset_name), store_dir=str(datamodule.store_dir),
+                     run_name=run_name)
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:

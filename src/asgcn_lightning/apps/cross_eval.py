@@ -8,7 +8,7 @@ prediction is the label with the largest summed probability, the softmax being t
 mapped model classes only — "unmapped" means the model may not answer with that class. Without
 ``label_map``, model classes go to target classes of the same name.
 
-The model comes from its training run's config (data set, split, model and input stream, as in
+The model comes from its checkpoint (layout, classes, input stream: its model card, as in
 ``eval.py``); the target is this command's ``dataset``/``split`` (and class subset). The target's
 samples go through its own eval transforms in its own layout, then :class:`ModelInput` re-indexes
 their joints into the model's layout through ``joint_map`` (the joint mapping of transfer learning;
@@ -28,97 +28,31 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import DataLoader, Dataset
 
-from asgcn_lightning.apps.components import apply_process_settings, build_datamodule, build_module
-from asgcn_lightning.apps.evaluate import adopt_run_config, load_weights, sets_on_command_line
-from asgcn_lightning.config import config_dir
-from asgcn_lightning.data.datamodule import SkeletonDataModule, SkeletonDataset
+from asgcn_lightning.apps.components import apply_process_settings, build_datamodule
+from asgcn_lightning.config import config_dir, sets_on_command_line
 from asgcn_lightning.data.transforms import Stream
 from asgcn_lightning.errors import UserError, exit_on_user_error
-from asgcn_lightning.models.module import ActionRecognitionModule
+from asgcn_lightning.inference import load_model
+from asgcn_lightning.inference.evaluation import (
+    confusion_matrix,
+    dataset_logits,
+    plain,
+    resolve_class,
+    sample_set,
+)
 from asgcn_lightning.models.transfer import joint_mapping
 from asgcn_lightning.skeleton.layouts import Layout
 from asgcn_lightning.visual.confusion import confusion_figure, per_class_accuracy
 
 log = logging.getLogger(__name__)
 SAMPLE_SETS = ("test", "all")
-
-
-# -- shared by the evaluation apps (cross_eval, oneshot, ensemble) ----------------------------------------
-@dataclass
-class CheckpointRun:
-    """A checkpoint's model, built from its training run's config, and that run's data module."""
-
-    cfg: DictConfig
-    datamodule: SkeletonDataModule
-    module: ActionRecognitionModule
-
-
-def checkpoint_run(cfg: DictConfig, ckpt_path: str | Path) -> CheckpointRun:
-    """Build and load the model of ``ckpt_path``; its run's dataset/split/model replace those of ``cfg``.
-
-    With ``use_run_config=false`` (or no ``.hydra/config.yaml`` beside the checkpoint) ``cfg`` itself
-    describes the model, as in ``eval.py``.
-    """
-    ckpt_path = Path(ckpt_path)
-    if not ckpt_path.is_file():
-        raise UserError(f"{ckpt_path}: no such checkpoint")
-    member = copy.deepcopy(cfg)
-    if not (cfg.get("use_run_config", True) and adopt_run_config(member, ckpt_path)):
-        log.warning("%s: no run config used; the model is built from this command's config", ckpt_path)
-    datamodule = build_datamodule(member)
-    module = build_module(member, datamodule)
-    load_weights(module, ckpt_path)
-    return CheckpointRun(member, datamodule, module.eval())
-
-
-def sample_set(datamodule: SkeletonDataModule, which: str) -> SkeletonDataset:
-    """The split's held-out samples (``test``) or every sample of its classes in store order (``all``), with
-    eval transforms. ``all`` needs no split: a store whose samples all fall on one side of it still evaluates."""
-    if which not in SAMPLE_SETS:
-        raise UserError(f"unknown sample set {which!r}; choose one of {list(SAMPLE_SETS)}")
-    if which == "test":
-        datamodule.setup()
-        return datamodule.test_set
-    return datamodule.unsplit_set()
-
-
-@torch.no_grad()
-def predict(network: torch.nn.Module, dataset: Dataset, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels of every sample of ``dataset``, in order (inference mode).
-
-    The logits are those the test step scores (``forward_train``), so figures equal ``eval.py``'s: with a
-    prediction head the classifier sees the window less its last ``predict_frames`` frames.
-    """
-    network.eval()
-    outputs, labels = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        outputs.append(network.forward_train(x).logits)
-        labels.append(y)
-    return torch.cat(outputs), torch.cat(labels)
-
-
-def resolve_class(item: Any, class_names: Sequence[str], what: str) -> int:
-    """A class given by name or 1-based number → its 0-based index among ``class_names``."""
-    names = list(class_names)
-    if isinstance(item, str) and item in names:
-        return names.index(item)
-    if isinstance(item, int) or (isinstance(item, str) and item.isdigit()):
-        if not 1 <= int(item) <= len(names):
-            raise UserError(f"{what}: class number {item} is outside 1..{len(names)}")
-        return int(item) - 1
-    raise UserError(f"{what}: unknown class {item!r}; the classes are {names}")
-
-
-def plain(node: Any) -> Any:
-    """A config node as plain Python (dicts, lists), or the value itself."""
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 # -- label mapping ------------------------------------------------------------------------------------------
@@ -177,11 +111,10 @@ def mapped_scores(logits: torch.Tensor, mapping: LabelMapping) -> torch.Tensor:
 
 def mapped_confusion(logits: torch.Tensor, target: torch.Tensor, mapping: LabelMapping) -> tuple[np.ndarray, int]:
     """Confusion matrix over evaluation labels (rows true) and the number of target samples not evaluated."""
-    truth = mapping.target[target.numpy()]
+    truth = torch.from_numpy(mapping.target)[target]
     keep = truth >= 0
-    predicted = mapped_scores(logits, mapping).argmax(dim=1).numpy()
-    size = len(mapping.labels)
-    confusion = np.bincount(truth[keep] * size + predicted[keep], minlength=size * size).reshape(size, size)
+    predicted = mapped_scores(logits, mapping).argmax(dim=1)
+    confusion = confusion_matrix(predicted[keep], truth[keep], len(mapping.labels)).numpy()
     return confusion, int((~keep).sum())
 
 
@@ -218,9 +151,8 @@ class ModelInput:
         return out
 
 
-def model_stream(run_cfg: DictConfig, cfg: DictConfig) -> str:
+def model_stream(stream: str, cfg: DictConfig) -> str:
     """The stream the model was trained on; a command asking for another one is an error, not a silent switch."""
-    stream = OmegaConf.select(run_cfg, "dataset.stream") or "joint"
     asked = OmegaConf.select(cfg, "dataset.stream") or "joint"
     if sets_on_command_line("dataset.stream") and asked != stream:
         raise UserError(f"dataset.stream={asked}: the model {cfg.ckpt_path} reads the {stream} stream and is always "
@@ -247,22 +179,22 @@ def cross_evaluate(cfg: DictConfig) -> dict[str, Any]:
     apply_process_settings(cfg)
     if not cfg.get("ckpt_path"):
         raise UserError("give the model: ckpt_path=<file.ckpt>")
-    run = checkpoint_run(cfg, cfg.ckpt_path)
-    stream = model_stream(run.cfg, cfg)
+    model = load_model(cfg.ckpt_path)
+    stream = model_stream(model.stream, cfg)
     target_cfg = copy.deepcopy(cfg)
     with open_dict(target_cfg):
         target_cfg.dataset.stream = None  # computed by ModelInput, on the model's layout
     target = build_datamodule(target_cfg)
-    if run.datamodule.in_channels != target.in_channels:  # (opens the target's store)
-        raise UserError(f"the model reads {run.datamodule.in_channels} channels per joint, the target "
+    if model.in_channels != target.in_channels:  # (opens the target's store)
+        raise UserError(f"the model reads {model.in_channels} channels per joint, the target "
                         f"{target.dataset_name} has {target.in_channels}; channels cannot be mapped")
-    model_layout, target_layout = run.datamodule.layout, target.layout
+    model_layout, target_layout = model.layout, target.layout
     joints = input_mapping(model_layout, target_layout, plain(cfg.get("joint_map", "name")))
-    target.eval_transform.transforms.append(ModelInput(joints, model_layout, stream, run.datamodule.num_person))
+    target.eval_transform.transforms.append(ModelInput(joints, model_layout, stream, model.num_person))
     samples = sample_set(target, cfg.get("target_samples", "test"))
-    mapping = label_mapping(run.datamodule.class_names, target.class_names, plain(cfg.get("label_map")),
+    mapping = label_mapping(model.class_names, target.class_names, plain(cfg.get("label_map")),
                             plain(cfg.get("target_map")))
-    logits, labels = predict(run.module.network, samples, int(cfg.get("batch_size", 64)))
+    logits, labels = dataset_logits(model.network, samples, int(cfg.get("batch_size", 64)))
     confusion, ignored = mapped_confusion(logits, labels, mapping)
     if confusion.sum() == 0:
         raise UserError("no target sample has a mapped label; check label_map/target_map")
@@ -271,7 +203,7 @@ def cross_evaluate(cfg: DictConfig) -> dict[str, Any]:
     result = {"checkpoint": str(cfg.ckpt_path), "target": target.dataset_name, "accuracy": accuracy,
               "evaluated": int(confusion.sum()), "ignored": ignored, "labels": mapping.labels,
               "model_classes": {name: mapping.labels[i] for name, i in
-                                zip(run.datamodule.class_names, mapping.source, strict=True) if i >= 0},
+                                zip(model.class_names, mapping.source, strict=True) if i >= 0},
               "stream": stream,
               "joints": identity if joints is None else
               {model_layout.joints[m]: target_layout.joints[t] for m, t in sorted(joints.items())},
@@ -283,6 +215,9 @@ def cross_evaluate(cfg: DictConfig) -> dict[str, Any]:
     (output / "cross_eval.json").write_text(json.dumps(result, indent=1))
     figure = confusion_figure(confusion, mapping.labels, title=f"{target.dataset_name} via label map")
     figure.savefig(output / "confusion_cross.png", dpi=100)
+    plt.close(figure)
+    Console().print(f"results → {output / 'cross_eval.json'}\nconfusion matrix → {output / 'confusion_cross.png'}",
+                    soft_wrap=True)
     return result
 
 

@@ -31,16 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from asgcn_lightning.apps.components import apply_process_settings
-from asgcn_lightning.apps.predict import (
-    Normaliser,
-    Recogniser,
-    load_recogniser,
-    pose_normaliser,
-    require_layout,
-    top_k,
-    video_size,
-)
-from asgcn_lightning.config import config_dir
+from asgcn_lightning.apps.predict import load_recogniser, top_k
+from asgcn_lightning.config import config_dir, typed
 from asgcn_lightning.data.formats.openpose_json import (
     FRAME_NAME,
     group_frame_files,
@@ -51,6 +43,8 @@ from asgcn_lightning.data.pose_backend import import_video_dependency
 from asgcn_lightning.data.tracking import select_main_people, track_people
 from asgcn_lightning.data.video import output_size, probe_video
 from asgcn_lightning.errors import UserError, exit_on_user_error
+from asgcn_lightning.inference import LoadedModel
+from asgcn_lightning.inference.inputs import Normaliser, PoseSettings, pose_normaliser, require_layout, video_size
 from asgcn_lightning.skeleton.layouts import Layout
 
 PERSON_COLOURS = ((0, 200, 255), (255, 160, 0), (80, 220, 80), (200, 80, 255))  # BGR
@@ -191,7 +185,7 @@ def _frame_number(path: Path) -> int:
 class WindowClassifier:
     """Tracks, normalises and classifies a window of per-frame detections (in the caller's thread)."""
 
-    def __init__(self, recogniser: Recogniser, normalise: Normaliser, k: int) -> None:
+    def __init__(self, recogniser: LoadedModel, normalise: Normaliser, k: int) -> None:
         self.recogniser, self.normalise, self.k = recogniser, normalise, k
         self.latest: Classification | None = None
         self.history: list[Classification] = []
@@ -200,7 +194,7 @@ class WindowClassifier:
         tracks = track_people(frames)
         if tracks.shape[1] == 0:
             return  # nobody in the window: keep showing the last result
-        people = select_main_people(tracks, self.recogniser.spec.num_person)
+        people = select_main_people(tracks, self.recogniser.num_person)
         probabilities = self.recogniser.probabilities([self.normalise(people)])[0]
         result = Classification(frame, top_k(probabilities, self.recogniser.class_names, self.k))
         self.history.append(result)
@@ -216,7 +210,7 @@ class WindowClassifier:
 class ThreadedClassifier(WindowClassifier):
     """Classification on a worker thread: :meth:`submit` never blocks, a busy worker skips the window."""
 
-    def __init__(self, recogniser: Recogniser, normalise: Normaliser, k: int) -> None:
+    def __init__(self, recogniser: LoadedModel, normalise: Normaliser, k: int) -> None:
         super().__init__(recogniser, normalise, k)
         self._job: tuple[list[np.ndarray], int] | None = None
         self._ready = threading.Condition()
@@ -327,7 +321,9 @@ def run_demo(cfg: DictConfig, console: Console | None = None) -> DemoReport:
     if window < 2 or every < 1:
         raise UserError(f"window ({window}) must be at least 2 and every ({every}) at least 1")
     apply_process_settings(cfg)
+    pose = typed(PoseSettings, cfg.get("pose"), "pose")
     recogniser = load_recogniser(cfg, cfg.get("backend", "torch"), cfg.get("onnx_path"))
+    prepare = recogniser.card.data.get("prepare")
     poses: JsonPoses | BackendPoses
     if cfg.get("poses"):
         poses = JsonPoses(cfg.poses)
@@ -341,8 +337,8 @@ def run_demo(cfg: DictConfig, console: Console | None = None) -> DemoReport:
     cv2 = import_video_dependency("cv2")
     width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     if not cfg.get("poses"):
-        poses = BackendPoses(video_size(cfg), int(cfg.pose.model_complexity))
-    normalise = pose_normaliser(cfg, (width, height))
+        poses = BackendPoses(video_size(pose, prepare), pose.model_complexity)
+    normalise = pose_normaliser(pose, prepare, (width, height))
     k = int(cfg.top_k)
     classifier = (ThreadedClassifier if realtime else WindowClassifier)(recogniser, normalise, k)
     annotate = Annotator(recogniser.layout, k)
@@ -387,19 +383,20 @@ def run_demo(cfg: DictConfig, console: Console | None = None) -> DemoReport:
                                                   else "no frames could be read"))
     report = DemoReport(str(cfg.input), "real time" if realtime else "offline", count, seconds, count / seconds,
                         classifier.history, str(target) if target else None, interrupted)
-    _save_report(cfg, report)
+    saved = _save_report(cfg, report)
     last = f", last: {classifier.latest.label} ({classifier.latest.confidence:.2f})" if classifier.latest else ""
     stopped = "stopped by Ctrl+C after " if interrupted else ""
     console.print(f"{report.mode}: {stopped}{count} frames in {seconds:.1f} s = {report.fps:.1f} fps end to end, "
                   f"{len(report.classifications)} classifications{last}"
-                  + (f"\nannotated video → {target}" if target else ""))
+                  + (f"\nannotated video → {target}" if target else "") + f"\nreport → {saved}", soft_wrap=True)
     return report
 
 
-def _save_report(cfg: DictConfig, report: DemoReport) -> None:
+def _save_report(cfg: DictConfig, report: DemoReport) -> Path:
     path = Path(cfg.paths.output_dir) / "demo.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(asdict(report), indent=1))
+    return path
 
 
 def video_frames(path: str | Path) -> tuple[int, float, tuple[int, int]]:

@@ -2,7 +2,7 @@
 
 Each checkpoint is one stream model of the same experiment — trained with ``dataset.stream`` set to
 ``joint``, ``bone``, ``joint_motion`` or ``bone_motion`` (``stream=<kind>``) — and its run's
-config says which stream it reads, so every member sees its own stream of the same test samples.
+checkpoint says which stream it reads, so every member sees its own stream of the same test samples.
 The fused score of a sample is ``Σ_i w_i · softmax(logits_i)`` (``fuse=softmax``: members trained
 separately have differently scaled logits, probabilities do not) or ``Σ_i w_i · logits_i``
 (``fuse=logits``, as 2s-AGCN / MS-G3D). ``weights`` default to equal; the four-stream weights of
@@ -21,22 +21,18 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 
 from asgcn_lightning.apps.components import apply_process_settings
-from asgcn_lightning.apps.cross_eval import checkpoint_run, plain, predict, sample_set
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.errors import UserError, exit_on_user_error
+from asgcn_lightning.inference import load_model
+from asgcn_lightning.inference.evaluation import dataset_logits, plain, sample_set, top_k_accuracy
 
 FUSIONS = ("softmax", "logits")
 TOP5_MIN_CLASSES = 6  # with five classes or fewer every label is among the top five
-
-
-def top_k(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
-    """Fraction of samples whose label is among the ``k`` highest scores."""
-    return float((scores.topk(min(k, scores.shape[1]), dim=1).indices == labels[:, None]).any(dim=1).float().mean())
 
 
 def fuse(logits: list[torch.Tensor], weights: list[float], how: str = "softmax") -> torch.Tensor:
@@ -53,9 +49,9 @@ def fuse(logits: list[torch.Tensor], weights: list[float], how: str = "softmax")
 
 def accuracies(scores: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Top-1, and top-5 where there are enough classes for it to mean something."""
-    result = {"top1": top_k(scores, labels, 1)}
+    result = {"top1": top_k_accuracy(scores, labels, 1)}
     if scores.shape[1] >= TOP5_MIN_CLASSES:
-        result["top5"] = top_k(scores, labels, 5)
+        result["top5"] = top_k_accuracy(scores, labels, 5)
     return result
 
 
@@ -67,18 +63,18 @@ def ensemble(cfg: DictConfig) -> dict[str, Any]:
     weights = [float(w) for w in plain(cfg.get("weights")) or [1.0] * len(paths)]
     members, logits, reference = [], [], None
     for path in paths:
-        run = checkpoint_run(cfg, path)
-        test_set = sample_set(run.datamodule, "test")
-        identity = (str(run.datamodule.store_dir), test_set.indices.tolist(), run.datamodule.class_names)
+        model = load_model(path)
+        datamodule = model.datamodule(cfg.get("store_dir"))
+        test_set = sample_set(datamodule, "test")
+        identity = (str(datamodule.store_dir), test_set.indices.tolist(), model.class_names)
         if reference is None:
             reference = identity
         elif identity != reference:
             raise UserError(f"{path} was evaluated on other test samples or classes than {paths[0]}; an ensemble "
                             "fuses models of one data set, split and class subset")
-        member_logits, labels = predict(run.module.network, test_set, int(cfg.get("batch_size", 64)))
+        member_logits, labels = dataset_logits(model.network, test_set, int(cfg.get("batch_size", 64)))
         logits.append(member_logits)
-        stream = OmegaConf.select(run.cfg, "dataset.stream") or "joint"
-        members.append({"checkpoint": path, "stream": stream, **accuracies(member_logits, labels)})
+        members.append({"checkpoint": path, "stream": model.stream, **accuracies(member_logits, labels)})
     fused = fuse(logits, weights, cfg.get("fuse", "softmax"))
     result = {"members": members, "weights": weights, "fuse": cfg.get("fuse", "softmax"),
               "fused": accuracies(fused, labels), "samples": len(labels), "num_class": int(fused.shape[1])}
@@ -86,6 +82,7 @@ def ensemble(cfg: DictConfig) -> dict[str, Any]:
     output = Path(cfg.paths.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "ensemble.json").write_text(json.dumps(result, indent=1))
+    Console().print(f"results → {output / 'ensemble.json'}", soft_wrap=True)
     return result
 
 

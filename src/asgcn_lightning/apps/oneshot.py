@@ -19,26 +19,33 @@ Writes ``oneshot.json`` into the run folder.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.table import Table
 from torch.utils.data import DataLoader
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+)
 
-from asgcn_lightning.apps.components import apply_process_settings, build_datamodule
-from asgcn_lightning.apps.cross_eval import checkpoint_run, plain, resolve_class, sample_set
-from asgcn_lightning.config import config_dir
+from asgcn_lightning.apps.components import apply_process_settings
+from asgcn_lightning.config import config_dir, typed
 from asgcn_lightning.data.datamodule import SkeletonDataset
 from asgcn_lightning.errors import UserError, exit_on_user_error
+from asgcn_lightning.inference import load_model
+from asgcn_lightning.inference.evaluation import resolve_class, sample_set
 from asgcn_lightning.models.embedding import embeddings
 
 log = logging.getLogger(__name__)
@@ -62,16 +69,13 @@ def few_shot_metrics(predicted: np.ndarray, truth: np.ndarray, num_class: int) -
 
     A class never predicted has precision 0, as has F1 where precision and recall are both 0.
     """
-    confusion = np.bincount(truth * num_class + predicted, minlength=num_class * num_class).reshape(num_class, -1)
-    present = confusion.sum(axis=1) > 0
-    hits = np.diag(confusion).astype(float)
-    predicted_count, true_count = confusion.sum(axis=0), confusion.sum(axis=1)
-    precision = np.divide(hits, predicted_count, out=np.zeros(num_class), where=predicted_count > 0)
-    recall = np.divide(hits, true_count, out=np.zeros(num_class), where=true_count > 0)
-    both = precision + recall
-    f1 = np.divide(2 * precision * recall, both, out=np.zeros(num_class), where=both > 0)
-    return {"accuracy": float(hits.sum() / max(1, confusion.sum())), "precision": float(precision[present].mean()),
-            "recall": float(recall[present].mean()), "f1": float(f1[present].mean())}
+    predicted_t, truth_t = torch.as_tensor(predicted, dtype=torch.long), torch.as_tensor(truth, dtype=torch.long)
+    present = torch.bincount(truth_t, minlength=num_class) > 0
+    per_class = {name: metric(predicted_t, truth_t, num_classes=num_class, average="none", zero_division=0)
+                 for name, metric in (("precision", multiclass_precision), ("recall", multiclass_recall),
+                                      ("f1", multiclass_f1_score))}
+    accuracy = multiclass_accuracy(predicted_t, truth_t, num_classes=num_class, average="micro")
+    return {"accuracy": float(accuracy), **{name: float(values[present].mean()) for name, values in per_class.items()}}
 
 
 def prototypes(embedded: torch.Tensor, labels: np.ndarray, num_class: int) -> torch.Tensor:
@@ -167,37 +171,45 @@ def evaluation_classes(run_classes: Sequence[str], store_classes: Sequence[str],
     return novel or list(range(1, len(store_classes) + 1))
 
 
+@dataclass
+class OneShotSettings:
+    """``oneshot.*`` of oneshot.yaml."""
+
+    protocol: str = "kshot"     # kshot (random exemplars) | ntu120 (the 20 novel classes, listed exemplars)
+    classes: list[Any] | None = None  # kshot: evaluation classes (names or 1-based numbers); null: those not trained on
+    samples: str = "test"       # kshot: exemplars and queries from the held-out side (test) or every sample (all)
+    shots: list[int] = field(default_factory=lambda: [1, 5])  # kshot: exemplars per class
+    draws: int = 10             # kshot: random exemplar draws per k (mean ± std reported)
+    seed: int = 0
+
+
 def oneshot(cfg: DictConfig) -> dict[str, Any]:
     apply_process_settings(cfg)
     if not cfg.get("ckpt_path"):
         raise UserError("give the model: ckpt_path=<file.ckpt>")
-    settings = cfg.oneshot
+    settings = typed(OneShotSettings, cfg.get("oneshot"), "oneshot")
     if settings.protocol not in PROTOCOLS:
         raise UserError(f"oneshot.protocol {settings.protocol!r}: choose one of {list(PROTOCOLS)}")
-    run = checkpoint_run(cfg, cfg.ckpt_path)
-    eval_cfg = copy.deepcopy(run.cfg)
-    with open_dict(eval_cfg):
-        eval_cfg.dataset.classes = None
-    whole = build_datamodule(eval_cfg)
+    model = load_model(cfg.ckpt_path)
+    store_dir = cfg.get("store_dir")
+    whole = model.datamodule(store_dir, classes=None)
     whole.setup()
     store_classes = whole.class_names
     if settings.protocol == "ntu120":
         if len(store_classes) != 120:
             raise UserError(f"oneshot.protocol=ntu120 needs the NTU RGB+D 120 store (120 classes); "
-                            f"{eval_cfg.dataset.name} has {len(store_classes)}")
+                            f"{whole.dataset_name} has {len(store_classes)}")
         classes, pool = list(NTU120_ONESHOT_CLASSES), "all"
-        seen = [store_classes[c - 1] for c in classes if store_classes[c - 1] in run.datamodule.class_names]
+        seen = [store_classes[c - 1] for c in classes if store_classes[c - 1] in model.class_names]
         if seen:
             raise UserError(f"the model was trained on novel classes of the protocol ({seen[:3]}...); train it on "
                             "the other 100 classes (experiment=oneshot_ntu120)")
     else:
-        classes = evaluation_classes(run.datamodule.class_names, store_classes, plain(settings.classes))
+        classes = evaluation_classes(model.class_names, store_classes, settings.classes)
         pool = settings.samples
-    with open_dict(eval_cfg):
-        eval_cfg.dataset.classes = classes
-    datamodule = build_datamodule(eval_cfg)
+    datamodule = model.datamodule(store_dir, classes=classes)
     samples = sample_set(datamodule, pool)
-    embedded, labels = embed_dataset(run.module.network, samples, int(cfg.get("batch_size", 64)))
+    embedded, labels = embed_dataset(model.network, samples, int(cfg.get("batch_size", 64)))
     num_class = datamodule.num_class
     result: dict[str, Any] = {"checkpoint": str(cfg.ckpt_path), "protocol": settings.protocol,
                               "classes": datamodule.class_names, "samples": len(labels), "pool": pool}
@@ -209,12 +221,12 @@ def oneshot(cfg: DictConfig) -> dict[str, Any]:
         result.update(replaced=replaced, results={1: summarise([episode(embedded, labels, support, query,
                                                                           num_class)])})
     else:
-        result["results"] = kshot(embedded, labels, num_class, [int(k) for k in settings.shots],
-                                  int(settings.draws), int(settings.seed))
+        result["results"] = kshot(embedded, labels, num_class, settings.shots, settings.draws, settings.seed)
     report(result)
     output = Path(cfg.paths.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "oneshot.json").write_text(json.dumps(result, indent=1))
+    Console().print(f"results → {output / 'oneshot.json'}", soft_wrap=True)
     return result
 
 

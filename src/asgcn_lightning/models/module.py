@@ -23,6 +23,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from asgcn_lightning.errors import UserError
+from asgcn_lightning.models.card import CARD_KEY
 from asgcn_lightning.schemas import AimMode
 
 
@@ -72,6 +73,7 @@ class ActionRecognitionModule(L.LightningModule):
         self.val_confusion = MulticlassConfusionMatrix(num_class)
         self.test_confusion = MulticlassConfusionMatrix(num_class)
         self.save_hyperparameters(ignore=["network"], logger=False)
+        self.model_card: dict[str, Any] | None = None  # set by whoever knows the data (apps.components.build_module)
 
     @staticmethod
     def _accuracy(num_class: int, prefix: str) -> MetricCollection:
@@ -238,6 +240,11 @@ class ActionRecognitionModule(L.LightningModule):
         if isinstance(batch, list | tuple) and len(batch) > 1:
             out["labels"] = batch[1]
         return out
+
+    # -- the model card (models/card.py): checkpoints that describe themselves ---------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.model_card is not None:
+            checkpoint[CARD_KEY] = self.model_card
 
     # -- confusion matrices ----------------------------------------------------------------------------
     def on_validation_epoch_end(self) -> None:

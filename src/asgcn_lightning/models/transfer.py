@@ -37,6 +37,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from asgcn_lightning.errors import UserError
+from asgcn_lightning.models.card import CARD_KEY, ModelCard, card_of, read_checkpoint
 from asgcn_lightning.schemas import TransferMode
 from asgcn_lightning.skeleton.layouts import Layout, make_layout
 
@@ -49,42 +50,30 @@ BACKBONE_GROUP = "backbone"
 # -- the source ---------------------------------------------------------------------------------------
 @dataclass
 class SourceCheckpoint:
-    """A trained checkpoint's network weights and, when its run folder has one, its composed config."""
+    """A trained checkpoint's network weights and, when it carries one, its model card."""
 
     path: Path
     state: dict[str, torch.Tensor]
-    run_config: DictConfig | None
+    card: ModelCard | None
 
     @classmethod
     def load(cls, path: str | Path) -> SourceCheckpoint:
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"transfer.checkpoint {path}: no such file")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-            state = checkpoint["state_dict"]
-        except Exception as error:  # a torn or foreign file: say so in one line
-            raise UserError(f"transfer.checkpoint {path}: not a readable checkpoint "
-                            f"({type(error).__name__}: {error})") from None
+        checkpoint = read_checkpoint(path, what="transfer.checkpoint")
         network = {}
-        for key, value in state.items():
+        for key, value in checkpoint["state_dict"].items():
             if key.startswith("network."):
                 # a compiled network's weights sit under _orig_mod; the modules are the same
                 network[key.removeprefix("network.").replace("_orig_mod.", "")] = value
         if not network:
             raise UserError(f"transfer.checkpoint {path}: no network weights (keys 'network.*') in its state_dict")
-        run_config = None
-        for folder in (path.parent.parent, path.parent):
-            candidate = folder / ".hydra" / "config.yaml"
-            if candidate.is_file():
-                run_config = OmegaConf.load(candidate)
-                break
-        return cls(path, network, run_config)
+        card = card_of(checkpoint, path) if CARD_KEY in checkpoint else None  # older checkpoints: weights only
+        return cls(path, network, card)
 
     def layout(self, spec: Mapping[str, Any] | None) -> Layout | None:
-        """The source's joint layout: ``spec`` if given, else its run's ``dataset.layout``, else unknown."""
-        if spec is None and self.run_config is not None:
-            spec = OmegaConf.select(self.run_config, "dataset.layout")
+        """The source's joint layout: ``spec`` if given, else its model card's, else unknown."""
+        if spec is None and self.card is not None:
+            return self.card.skeleton
         if spec is None:
             return None
         return make_layout(**OmegaConf.to_container(spec, resolve=True)) if isinstance(spec, DictConfig) \
@@ -355,15 +344,14 @@ class Transfer:
         source_layout = self.source.layout(self.source_layout)
         if source_layout is None and (isinstance(self.joint_map, Mapping)
                                       or not _same_joint_count(network, self.source.state)):
-            raise UserError(f"transfer: cannot tell the joint layout of {self.source.path} (no run config beside "
-                            "it); set transfer.source_layout, e.g. {name: ntu25}")
+            raise UserError(f"transfer: cannot tell the joint layout of {self.source.path} (it carries no model "
+                            "card); set transfer.source_layout, e.g. {name: ntu25}")
         return source_layout
 
     def _source_model_hint(self) -> str:
-        node = OmegaConf.select(self.source.run_config, "model.network") if self.source.run_config else None
-        if node is None:
-            return "no run config beside the checkpoint"
-        network = OmegaConf.to_container(node)
+        if self.source.card is None:
+            return "the checkpoint carries no model card"
+        network = self.source.card.model.get("network", {})
         keys = ("channels", "strides", "max_hop", "use_alinks", "prediction_head")
         return ", ".join(f"{k}={network[k]}" for k in keys if k in network)
 
@@ -372,12 +360,11 @@ def check_stream(transfer: Transfer, stream: str | None) -> None:
     """Refuse weights trained on another input stream (joints vs bones vs motion): their features mean other things.
 
     ``transfer.strict=false`` lets a deliberate cross-stream fine-tune through with a warning. A source
-    without a run config has no known stream and is not checked.
+    without a model card has no known stream and is not checked.
     """
-    run_config = transfer.source.run_config
-    if run_config is None:
+    if transfer.source.card is None:
         return
-    source = OmegaConf.select(run_config, "dataset.stream") or "joint"
+    source = transfer.source.card.stream
     if source == (stream or "joint"):
         return
     message = (f"transfer from {transfer.source.path}: the source model reads the {source} stream, this run "

@@ -26,16 +26,16 @@ import numpy as np
 import torch
 
 from asgcn_lightning.errors import DataFormatError, UserError, exit_on_user_error
-from asgcn_lightning.skeleton.layouts import Layout, make_layout
 
-if TYPE_CHECKING:  # the apps import Lightning and Hydra: only the commands that need them load them
-    from asgcn_lightning.apps.predict import Recogniser, SkeletonInput
+if TYPE_CHECKING:  # loading a model imports Lightning and Hydra: only the commands that need one load them
+    from asgcn_lightning.inference import LoadedModel
+    from asgcn_lightning.inference.inputs import SkeletonInput
 
 
-def _recogniser(ckpt: str, out: Path) -> Recogniser:
-    from asgcn_lightning.apps.predict import compose_config, load_recogniser
+def _model(ckpt: str) -> LoadedModel:
+    from asgcn_lightning.inference import load_model
 
-    return load_recogniser(compose_config("predict", [f"ckpt_path={ckpt}"], output_dir=out.parent))
+    return load_model(ckpt)
 
 
 def _pick(items: Sequence[SkeletonInput], name: str | None, what: str) -> SkeletonInput:
@@ -48,73 +48,39 @@ def _pick(items: Sequence[SkeletonInput], name: str | None, what: str) -> Skelet
     raise UserError(f"{what}: no sequence named {name!r}; there are {[i.name for i in items][:10]}")
 
 
-def _raw_sequence(sample: str, store_dir: str | None, video: str | None) -> tuple[str, np.ndarray, Layout]:
-    """A sequence without a model: a store sample, an NTU file, OpenPose JSON (pixels) or a video's poses."""
-    from asgcn_lightning.apps.predict import estimate_video_poses, find_sample, people_to_sequence
-    from asgcn_lightning.data.formats.ntu_skeleton import read_ntu_skeleton
-    from asgcn_lightning.data.formats.openpose_json import group_frame_files, layout_of_frame, read_openpose_sequence
-    from asgcn_lightning.data.sources.ntu_bodies import actor_sequence
-    from asgcn_lightning.data.store import SkeletonStore
-    from asgcn_lightning.data.video import VIDEO_SUFFIXES
-
-    if sample.startswith("store:"):
-        if store_dir is None:
-            raise UserError("a store: sample needs --store <prepared data folder> or --ckpt <checkpoint>")
-        store = SkeletonStore(store_dir)
-        index = find_sample(store, sample.removeprefix("store:"))
-        layout = make_layout(**(store.meta.layout_spec or {"name": store.meta.layout}))
-        label = store.meta.class_names[store.record(index).label]
-        return f"{store.record(index).name} ({label})", store.sequence(index), layout
-    path = Path(sample)
-    if path.is_dir():
-        grouped, _ = group_frame_files(path.glob("*_keypoints.json"))
-        if not grouped:
-            raise UserError(f"{path}: no OpenPose files (<video>_<frame:012d>_keypoints.json) in this folder")
-        name = video or next(iter(grouped))
-        if name not in grouped:
-            raise UserError(f"{path}: no video {name!r}; there are {list(grouped)[:10]}")
-        frames = read_openpose_sequence(grouped[name])
-        detected = next((layout_of_frame(f) for f in frames if len(f)), None)
-        if detected is None:
-            raise DataFormatError(path / name, "nobody detected in any frame")
-        return name, people_to_sequence(frames, 2, path / name), make_layout(detected)
-    if path.suffix.lower() == ".skeleton":
-        return path.stem, actor_sequence(read_ntu_skeleton(path))[0], make_layout("ntu25")
-    if path.suffix.lower() in VIDEO_SUFFIXES:
-        frames, _, _ = estimate_video_poses(path, (-1, 256))
-        return path.stem, people_to_sequence(frames, 1, path), make_layout("openpose25")
-    raise UserError(f"{sample}: give store:<index>, a .skeleton file, a folder of OpenPose JSON or a video")
-
-
 def animate(args: argparse.Namespace) -> Path:
+    from asgcn_lightning.inference.inputs import read_skeletons
     from asgcn_lightning.visual.animation import animate_sequence
 
     store_dir = args.store
     if args.ckpt and store_dir is None:
-        store_dir = str(_recogniser(args.ckpt, args.out).cfg.dataset.store_dir)
-    name, sequence, layout = _raw_sequence(args.sample, store_dir, args.video)
-    return animate_sequence(sequence, layout, args.out, fps=args.fps, max_frames=args.max_frames, title=name)
+        store_dir = _model(args.ckpt).card.store_dir
+    if args.sample.startswith("store:") and store_dir is None:
+        raise UserError("a store: sample needs --store <prepared data folder> or --ckpt <checkpoint>")
+    item = _pick(read_skeletons(args.sample, store_dir), args.video, args.sample)
+    title = f"{item.name} ({item.label})" if item.label else item.name
+    return animate_sequence(item.sequence, item.layout, args.out, fps=args.fps, max_frames=args.max_frames,
+                            title=title)
 
 
 def alinks(args: argparse.Namespace) -> Path:
-    from asgcn_lightning.apps.predict import read_inputs, top_k
+    from asgcn_lightning.inference.inputs import read_inputs
     from asgcn_lightning.visual.alinks import save_alink_figure
 
-    recogniser = _recogniser(args.ckpt, args.out)
-    if getattr(recogniser.network, "aim", None) is None:
+    model = _model(args.ckpt)
+    if getattr(model.network, "aim", None) is None:
         raise UserError(f"{args.ckpt}: this model infers no A-links (it was trained without use_alinks)")
-    item = _pick(read_inputs(args.sample, recogniser), args.video, args.sample)
-    sample = recogniser.model_input(item.window())
-    best = top_k(recogniser.probabilities([item.window()])[0], recogniser.class_names, 1)[0]
-    title = f"A-links of {item.name}: predicted {best['class']} ({best['probability']:.2f})"
-    return save_alink_figure(recogniser.network, sample, args.out, person=args.person, top_k=args.top_k, title=title)
+    item = _pick(read_inputs(args.sample, model), args.video, args.sample)
+    sample = model.model_input(item.window())
+    probabilities = model.probabilities([item.window()])[0]
+    best = int(np.argmax(probabilities))
+    title = f"A-links of {item.name}: predicted {model.class_names[best]} ({probabilities[best]:.2f})"
+    return save_alink_figure(model.network, sample, args.out, person=args.person, top_k=args.top_k, title=title)
 
 
-def _test_split(recogniser: Recogniser, per_class: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model inputs and labels of the run's test split, at most ``per_class`` samples of each class."""
-    from asgcn_lightning.apps.components import build_datamodule
-
-    datamodule = build_datamodule(recogniser.cfg)
+def _test_split(model: LoadedModel, per_class: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model inputs and labels of the test split of the model's data, at most ``per_class`` samples of each class."""
+    datamodule = model.datamodule()
     datamodule.setup("test")
     labels = np.asarray(datamodule.test_set.labels)
     chosen = np.arange(len(labels))
@@ -122,16 +88,16 @@ def _test_split(recogniser: Recogniser, per_class: int | None) -> tuple[torch.Te
         chosen = np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)])
     inputs = [datamodule.test_set[int(i)][0] for i in chosen]
     if not inputs:
-        raise UserError(f"the test split of {recogniser.cfg.dataset.name} is empty")
+        raise UserError(f"the test split of {model.card.dataset_name} is empty")
     return torch.stack(inputs), torch.from_numpy(labels[chosen])
 
 
 def importance(args: argparse.Namespace) -> Path:
     from asgcn_lightning.visual.importance import save_importance
 
-    recogniser = _recogniser(args.ckpt, args.out)
-    inputs, labels = _test_split(recogniser, args.per_class)
-    return save_importance(recogniser.network, inputs, labels, recogniser.layout, recogniser.class_names, args.out)
+    model = _model(args.ckpt)
+    inputs, labels = _test_split(model, args.per_class)
+    return save_importance(model.network, inputs, labels, model.layout, model.class_names, args.out)
 
 
 def confusion(args: argparse.Namespace) -> Path:
@@ -149,14 +115,15 @@ def confusion(args: argparse.Namespace) -> Path:
             raise DataFormatError(args.evaluation, f"not an evaluation.json of eval.py ({error})") from None
         title = f"confusion matrix of {content.get('checkpoint', args.evaluation)}"
     else:
-        recogniser = _recogniser(args.ckpt, args.out)
-        inputs, labels = _test_split(recogniser, None)
-        predicted = np.concatenate([recogniser.logits(inputs[i:i + 64].numpy()).argmax(axis=1)
-                                    for i in range(0, len(inputs), 64)])
-        names = recogniser.class_names
-        matrix = np.zeros((len(names), len(names)), dtype=np.int64)
-        np.add.at(matrix, (labels.numpy(), predicted), 1)
-        title = f"test split of {recogniser.cfg.dataset.name}"
+        from asgcn_lightning.inference.evaluation import confusion_matrix
+
+        model = _model(args.ckpt)
+        inputs, labels = _test_split(model, None)
+        predicted = torch.cat([torch.from_numpy(model.logits(inputs[i:i + 64].numpy())).argmax(dim=1)
+                               for i in range(0, len(inputs), 64)])
+        names = model.class_names
+        matrix = confusion_matrix(predicted, labels, len(names)).numpy()
+        title = f"test split of {model.card.dataset_name}"
     figure = confusion_figure(matrix, names, title=title)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=100)

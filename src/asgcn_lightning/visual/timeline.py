@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -12,8 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-if TYPE_CHECKING:  # the apps import this module; at run time only the object is needed
-    from asgcn_lightning.apps.localise import Timeline
+from asgcn_lightning.inference.localise import Timeline
 
 MAX_CURVES = 6  # more lines than this are unreadable; the classes that ever lead are drawn first
 
