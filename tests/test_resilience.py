@@ -163,3 +163,36 @@ def test_a_stopped_dead_or_out_of_step_process_ends_the_whole_ddp_run(how, tmp_p
     while any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in workers):
         assert time.monotonic() < deadline, f"left behind: {[child.pid for child in workers if child.is_running()]}"
         time.sleep(0.5)
+
+
+def test_the_mission_command_runs_one_process_per_gpu_where_there_are_gpus(monkeypatch):
+    """``python train.py dataset=mads split=xview trainer.devices=4`` composes to DDP over 4 devices of the
+    machine's accelerator: CUDA (one process per GPU, NCCL) where GPUs exist, CPU processes over gloo else."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from asgcn_lightning.config import compose_config
+    from asgcn_lightning.distributed import process_count, training_strategy
+
+    cfg = compose_config("train", ["dataset=mads", "split=xview", "trainer.devices=4"])
+    assert (cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.num_nodes) == ("auto", 4, 1)
+    strategy = cfg.trainer.strategy
+    for gpus in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda gpus=gpus: gpus)
+        built = training_strategy(strategy.devices, strategy.num_nodes, strategy.accelerator, strategy.start_method,
+                                  strategy.process_group_backend, strategy.find_unused_parameters, strategy.timeout_s)
+        assert isinstance(built, DDPStrategy) and process_count(4, 1, "auto") == 4
+        assert built._process_group_backend is None  # Lightning picks nccl for CUDA devices, gloo for CPUs
+        assert built._timeout.total_seconds() == (1800 if gpus else 300)
+    assert training_strategy(1, 1, "auto") == "auto"  # one process: no DDP at all
+
+
+def test_two_sweeps_started_in_the_same_second_get_folders_of_their_own(tmp_path, data_dir):
+    folder = _user_folder(tmp_path, data_dir)
+    sweep = ["-m", "model.optimizer.lr=0.05", *SHORT, "trainer.max_epochs=1"]
+    runs = [_start(folder, *sweep, log=f"sweep{n}.log") for n in range(2)]
+    for n, run in enumerate(runs):
+        assert run.wait(timeout=400) == 0, (folder / f"sweep{n}.log").read_text()[-3000:]
+    sweeps = sorted((folder / "logs" / "train" / "multiruns").glob("*/*"))
+    assert len(sweeps) == 2, sweeps
+    for sweep_dir in sweeps:  # each with its job and the summary written after it
+        assert (sweep_dir / "0" / "metrics.json").is_file() and (sweep_dir / "sweep_summary.json").is_file()
