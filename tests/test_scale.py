@@ -57,10 +57,10 @@ def test_three_ddp_cpu_processes_train_the_one_process_model_with_uneven_shards(
     synchronised (the default of several processes), augmentation draws come with the samples, and
     the model has no dropout or A-link sampling: nothing differs but the order of float additions.
     In float64 (``trainer.precision=64-true``) that order changes results by a few units of 2.2e-16
-    per operation; 1e-9 relative bounds it with room for 25 optimiser steps, while any real difference
+    per operation; 1e-9 relative bounds it with room for 50 optimiser steps, while any real difference
     (one repeated sample, unsynchronised statistics) moves the numbers by more than 1e-4.
     """
-    common = ["model=tiny", "split=random", "trainer.max_epochs=1", "logger=csv", "torch_threads=1",
+    common = ["model=tiny", "split=random", "trainer.max_epochs=2", "logger=csv", "torch_threads=1",
               "test_after_fit=true", "trainer.precision=64-true", "trainer=ddp_sim"]
     one = _popen(_train_command(data_dir, tmp_path / "one", *common, "trainer.devices=1", "dataset.batch_size=24"),
                  tmp_path / "one.log")
