@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,16 @@ from omegaconf import OmegaConf
 
 from asgcn_lightning.apps.train import train
 from asgcn_lightning.config import compose_config
+
+
+def user_folder(tmp_path: Path, data_dir: Path) -> Path:
+    """A folder like a user's checkout: ``train.py``, and ``data/`` the test session's prepared store. Commands run
+    there keep their default paths (logs/, data/), so a test adds no path or sweep-folder override."""
+    folder = tmp_path / "checkout"
+    folder.mkdir(parents=True)
+    shutil.copy(REPO_ROOT / "train.py", folder)
+    (folder / "data").symlink_to(data_dir)
+    return folder
 
 
 def train_kick_model(kicks: Path, run_dir: Path, store_dir: Path | None = None, epochs: int = 2) -> Path:
@@ -27,9 +38,8 @@ def train_kick_model(kicks: Path, run_dir: Path, store_dir: Path | None = None, 
         "model=tiny", "dataset=openpose_folder", f"dataset.root={kicks / 'json'}", f"dataset.labels={labels}",
         f"dataset.store_dir={store_dir or run_dir / 'store'}", "dataset.num_person=1", "dataset.auto_prepare=true",
         "dataset.num_workers=0", "split=random", f"trainer.max_epochs={epochs}", "test_after_fit=false",
-        "trainer=cpu", "trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false", "logger=csv",
-        "torch_threads=1",
-        "callbacks.rich_progress_bar=null", "callbacks.confusion_matrix=null", "callbacks.throughput=null"],
+        "trainer=cpu", "+trainer.enable_model_summary=false", "logger=csv",
+        "torch_threads=1"],
         run_dir, REPO_ROOT)
     (run_dir / ".hydra").mkdir(exist_ok=True)
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")

@@ -66,7 +66,7 @@ def test_prepared_ntu_trains_with_the_readme_command_that_does_not_repeat_the_so
                     f"paths.data_dir={tmp_path}/data", f"hydra.run.dir={tmp_path}/prepare")
     assert prepared.returncode == 0, prepared.stderr[-2000:]
     common = ["dataset=ntu60", "model=tiny", f"paths.data_dir={tmp_path}/data", "logger=csv", "trainer.max_epochs=1",
-              "dataset.num_workers=0", "trainer.enable_progress_bar=false", "test_after_fit=false", "torch_threads=1"]
+              "dataset.num_workers=0", "test_after_fit=false", "torch_threads=1"]
     trained = _run("train.py", *common, "split=xsub", f"hydra.run.dir={tmp_path}/run")
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

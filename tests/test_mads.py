@@ -290,8 +290,7 @@ def test_mads_release_trains_from_the_cli_config(tmp_path: Path, mads_release: P
                    "dataset.prepare.layout=release", "dataset.prepare.level=action", "dataset.window=30",
                    "dataset.prepare.window=30", "dataset.prepare.stride=15", "dataset.num_workers=0",
                    "split=xview", "model=tiny", "trainer=cpu", "logger=csv", "trainer.max_epochs=1",
-                   "test_after_fit=false", "torch_threads=1", "trainer.enable_progress_bar=false",
-                   "callbacks.rich_progress_bar=null"])
+                   "test_after_fit=false", "torch_threads=1"])
     store = prepare(cfg)  # what `python -m asgcn_lightning.prepare dataset=mads ...` runs
     assert store.meta.class_names == ["Hip-hop/Routine1", "Hip-hop/Routine2", "Karate/Kata1"]
     metrics = train(cfg)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,17 +20,9 @@ import pytest
 import torch
 import torch.distributed as dist
 from conftest import REPO_ROOT
+from helpers import user_folder
 
 SHORT = ["model=tiny", "torch_threads=1", "logger=csv", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2"]
-
-
-def _user_folder(tmp_path: Path, data_dir: Path) -> Path:
-    """A folder like a user's checkout: train.py, and the test session's prepared synthetic store as data/."""
-    folder = tmp_path / "checkout"
-    folder.mkdir(parents=True)
-    shutil.copy(REPO_ROOT / "train.py", folder)
-    (folder / "data").symlink_to(data_dir)
-    return folder
 
 
 def _start(folder: Path, *overrides: str, log: str = "run.log") -> subprocess.Popen:
@@ -88,7 +79,7 @@ def test_last_ckpt_is_the_latest_epoch_also_after_a_better_earlier_one(tmp_path,
     Ranking by the lowest epoch number makes epoch 0 the best one for good, so the later epochs save
     no top-k checkpoint: last.ckpt must still be the end of the last epoch, and resume from there.
     """
-    folder = _user_folder(tmp_path, data_dir)
+    folder = user_folder(tmp_path, data_dir)
     process = _start(folder, *SHORT, "trainer.max_epochs=3", "callbacks.model_checkpoint.monitor=epoch",
                      "callbacks.model_checkpoint.mode=min")
     assert process.wait(timeout=400) == 0, (folder / "run.log").read_text()[-3000:]
@@ -104,7 +95,7 @@ def test_sigkill_after_the_first_checkpoint_then_resume_ends_like_the_uninterrup
     """Killed in the middle of epoch 1 and resumed from last.ckpt: every later number equals the run that never
     stopped, with data-loader worker processes (new ones in the resumed run, persistent ones in the other)."""
     common = [*SHORT, "trainer.max_epochs=3", f"trainer={trainer}"]
-    full_folder, killed_folder = _user_folder(tmp_path / "full", data_dir), _user_folder(tmp_path / "killed", data_dir)
+    full_folder, killed_folder = user_folder(tmp_path / "full", data_dir), user_folder(tmp_path / "killed", data_dir)
     full = _start(full_folder, *common)
     killed = _start(killed_folder, *common, "+callbacks.kill={_target_:test_resilience.KillAtStep,step:6}")
     assert killed.wait(timeout=400) == -signal.SIGKILL, (killed_folder / "run.log").read_text()[-3000:]
@@ -133,7 +124,7 @@ def _children(process: subprocess.Popen) -> list[psutil.Process]:
 def test_a_stopped_dead_or_out_of_step_process_ends_the_whole_ddp_run(how, tmp_path, data_dir):
     """SIGTERM to the first process, SIGKILL of the second, or a collective only one process enters: the run
     ends with an error well within the collective timeout, and no process of it is left behind."""
-    folder = _user_folder(tmp_path, data_dir)
+    folder = user_folder(tmp_path, data_dir)
     extra = {"sigterm": [], "dead_rank": [],
              "out_of_step": ["+callbacks.desync={_target_:test_resilience.OutOfStep,step:2}"]}[how]
     process = _start(folder, "model=tiny", "trainer=ddp_sim", "trainer.max_epochs=100", "trainer.strategy.timeout_s=30",
@@ -187,7 +178,7 @@ def test_the_mission_command_runs_one_process_per_gpu_where_there_are_gpus(monke
 
 
 def test_two_sweeps_started_in_the_same_second_get_folders_of_their_own(tmp_path, data_dir):
-    folder = _user_folder(tmp_path, data_dir)
+    folder = user_folder(tmp_path, data_dir)
     sweep = ["-m", "model.optimizer.lr=0.05", *SHORT, "trainer.max_epochs=1"]
     runs = [_start(folder, *sweep, log=f"sweep{n}.log") for n in range(2)]
     for n, run in enumerate(runs):

@@ -19,6 +19,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import CONFIG_DIR, REPO_ROOT, compose_config
+from helpers import user_folder
 from omegaconf import OmegaConf
 
 QUIET = ["test_after_fit=false"]
@@ -329,14 +330,14 @@ def test_optuna_sweep_of_ddp_jobs_through_the_aim_stage_runs_and_summarises(data
     Spawned workers (start_method=spawn) are what makes DDP safe inside a sweep: each job starts
     and ends its own workers (see test_popen_ddp_inside_a_sweep_is_refused_and_spawn_allowed).
     """
-    sweep = tmp_path / "sweep"
-    command = [sys.executable, "train.py", "hparams_search=optuna_lr", "hydra.sweeper.n_trials=2",
-               f"hydra.sweep.dir={sweep}", f"paths.data_dir={data_dir}", *QUIET, "model=asgcn_tiny",
-               "trainer=ddp_sim", "trainer.strategy.start_method=spawn", "trainer.sync_batchnorm=true",
+    folder = user_folder(tmp_path, data_dir)
+    command = [sys.executable, "train.py", "hparams_search=optuna_lr", "hydra.sweeper.n_trials=2", *QUIET,
+               "model=asgcn_tiny", "trainer=ddp_sim", "trainer.strategy.start_method=spawn",
                "torch_threads=1", "logger=csv", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
                "trainer.limit_val_batches=2", "dataset.batch_size=4"]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300)
     _check(result, result.stdout + result.stderr)
+    (sweep,) = (folder / "logs" / "train" / "multiruns").glob("*/*")
     results = OmegaConf.load(sweep / "optimization_results.yaml")
     values = [json.loads((sweep / job / "metrics.json").read_text())["best/val/acc_top1"] for job in ("0", "1")]
     assert results.best_value == max(values)  # each trial reported its best checkpoint's score
@@ -357,12 +358,13 @@ def test_optuna_sweep_of_ddp_jobs_through_the_aim_stage_runs_and_summarises(data
 
 
 def test_basic_sweeper_multirun_groups_jobs_in_wandb_and_leaves_metrics_for_the_summary(data_dir, tmp_path):
-    sweep = tmp_path / "sweep"
-    command = [sys.executable, "train.py", "-m", f"hydra.sweep.dir={sweep}", f"paths.data_dir={data_dir}", *QUIET,
-               "model=tiny", "logger=default", "trainer.max_epochs=2", "trainer.limit_train_batches=2",
-               "trainer.limit_val_batches=2", "model.optimizer.lr=0.05,0.1"]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
+    folder = user_folder(tmp_path, data_dir)
+    command = [sys.executable, "train.py", "-m", *QUIET, "model=tiny", "trainer.max_epochs=2",
+               "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "model.optimizer.lr=0.05,0.1"]
+    result = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=180)
     _check(result, result.stdout + result.stderr)
+    (sweep,) = (folder / "logs" / "train" / "multiruns").glob("*/*")
+    assert (sweep / "sweep_summary.json").is_file()  # written by the sweep itself after its last job
 
     from asgcn_lightning.apps.sweep_summary import main as summary_main
 
@@ -434,6 +436,7 @@ def test_slurm_launcher_asks_for_one_task_per_gpu_on_every_node(tmp_path, monkey
     """
     import submitit
     from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
 
     fake_bin = tmp_path / "bin"
@@ -446,8 +449,8 @@ def test_slurm_launcher_asks_for_one_task_per_gpu_on_every_node(tmp_path, monkey
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4",
                                           "trainer.num_nodes=2", "hydra.launcher.partition=gpu",
-                                          f"hydra.sweep.dir={tmp_path / 'sweep'}", f"paths.root_dir={REPO_ROOT}"],
-                      return_hydra_config=True)
+                                          f"paths.root_dir={tmp_path}"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)  # as the sweep's own callback does before the launcher starts
     launcher = instantiate(cfg.hydra.launcher)
     launcher.setup(hydra_context=None, task_function=None, config=cfg)
     monkeypatch.setattr(submitit.SlurmJob, "results", lambda job: [f"done {job.job_id}"])

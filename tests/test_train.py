@@ -15,8 +15,7 @@ from asgcn_lightning.errors import UserError
 from asgcn_lightning.inference.model import load_weights
 
 # one thread: two OpenMP threads on two busy cores slow small models down many times over
-FAST = ["model=tiny", "trainer=cpu", "dataset.num_workers=0", "dataset.batch_size=16", "torch_threads=1",
-        "trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null"]
+FAST = ["model=tiny", "trainer=cpu", "dataset.num_workers=0", "dataset.batch_size=16", "torch_threads=1"]
 
 
 def _metrics_rows(run_dir: Path) -> list[dict[str, str]]:
@@ -104,7 +103,7 @@ def test_alink_report_draws_a_fixed_sample_without_touching_the_training_random_
     module = build_module(cfg, datamodule)
     report = ALinkReport(tmp_path, sample_index=5)
     trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, callbacks=[report])
+                        enable_checkpointing=False, callbacks=[report])
     trainer.fit(module, datamodule=datamodule)
     picture = tmp_path / "alinks_val.png"
     assert picture.stat().st_size > 10_000
@@ -131,7 +130,7 @@ def test_frozen_aim_stays_unchanged_in_the_main_stage_batch_norm_statistics_incl
             snapshots[trainer.current_epoch] = {k: v.clone() for k, v in pl_module.network.aim.state_dict().items()}
 
     trainer = L.Trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, callbacks=[Snapshot()])
+                        enable_checkpointing=False, callbacks=[Snapshot()])
     trainer.fit(module, datamodule=datamodule)
     running = [k for k in snapshots[0] if k.endswith("running_mean")]
     assert running, "the AIM has batch norms"

@@ -39,14 +39,13 @@ from asgcn_lightning.prepare import prepare
 from asgcn_lightning.skeleton.graph import structural_links
 from asgcn_lightning.skeleton.layouts import NTU25, OPENPOSE25, make_layout
 
-FAST = ["model=tiny", "dataset.num_workers=0", "trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null"]
+FAST = ["model=tiny", "dataset.num_workers=0"]
 NATOPS8 = make_layout(name="natops8", joints=["left_hand_tip", "right_hand_tip", "left_elbow", "right_elbow",
                                               "left_wrist", "right_wrist", "left_thumb", "right_thumb"],
                       edges=[[2, 4], [4, 0], [4, 6], [3, 5], [5, 1], [5, 7], [2, 3]], centre=2)
 SMALL = {"channels": [8, 8], "strides": [1, 2], "max_hop": 1, "use_alinks": False, "prediction_head": False,
          "dropout": 0.0}
-SHORT = ["logger=none", "callbacks.confusion_matrix=null", "callbacks.learning_rate_monitor=null",
-         "callbacks.throughput=null", "callbacks.alink_report=null", "trainer.max_epochs=1",
+SHORT = ["logger=none", "trainer.max_epochs=1",
          "trainer.limit_train_batches=4", "test_after_fit=false", "dataset.batch_size=32"]
 
 
@@ -120,8 +119,7 @@ def _logits(network: torch.nn.Module, inputs: list[np.ndarray]) -> torch.Tensor:
 
 def _fit(module: L.LightningModule, datamodule: L.LightningDataModule, steps: int) -> L.Trainer:
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=steps, limit_val_batches=0,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
+                        logger=False, enable_checkpointing=False, enable_model_summary=False)
     trainer.fit(module, datamodule=datamodule)
     return trainer
 
