@@ -211,10 +211,24 @@ def test_app_options_are_typed(synthetic_ckpt, tmp_path, data_dir):
 
 
 # -- prediction --------------------------------------------------------------------------------------
+def _recognised_held_out(checkpoint: Path, store: SkeletonStore, name: str) -> list[int]:
+    """Held-out samples (subjects the model never saw) of class ``name`` that the model recognises on their own.
+
+    What the apps add to a model (tables, files, timelines) is tested on samples the model gets right; how
+    often it gets them right is the evaluation's business.
+    """
+    model = load_model(checkpoint)
+    candidates = [i for i in range(len(store)) if store.record(i).subject > 8
+                  and store.meta.class_names[store.record(i).label] == name]
+    predicted = model.probabilities([store.sequence(i) for i in candidates]).argmax(axis=1)
+    recognised = [i for i, label in zip(candidates, predicted, strict=True) if model.class_names[label] == name]
+    assert len(recognised) > len(candidates) / 2, f"the model recognises {len(recognised)} of {len(candidates)}"
+    return recognised
+
+
 def test_predict_store_sample_gives_sorted_top_k_table_and_json(synthetic_ckpt, tmp_path, data_dir):
     store = SkeletonStore(data_dir / "synthetic")
-    index = next(i for i in range(len(store)) if store.meta.class_names[store.record(i).label] == "squat"
-                 and store.record(i).subject > 8)  # a held-out subject
+    index = _recognised_held_out(synthetic_ckpt, store, "squat")[0]
     output = tmp_path / "predictions.json"
     report = predict(_compose("predict", synthetic_ckpt, tmp_path, data_dir, f"input=store:{index}", "top_k=3",
                               f"output={output}"))
@@ -309,10 +323,8 @@ def test_localisation_finds_the_change_between_two_actions(synthetic_ckpt, tmp_p
     recogniser = load_model(synthetic_ckpt)
     store = SkeletonStore(data_dir / "synthetic")
     def held_out(name: str) -> np.ndarray:
-        """Three samples of a class by a subject the model was not trained on, one after the other."""
-        chosen = [i for i in range(len(store)) if store.record(i).subject > 8
-                  and store.meta.class_names[store.record(i).label] == name][:3]
-        return np.concatenate([store.sequence(i) for i in chosen])
+        """Three samples of a class by subjects the model was not trained on, one after the other."""
+        return np.concatenate([store.sequence(i) for i in _recognised_held_out(synthetic_ckpt, store, name)[:3]])
 
     first, second = held_out("squat"), held_out("kick right leg")
     item = SkeletonInput("squat_then_kick", "synthetic", np.concatenate([first, second]), 30.0, recogniser.layout)

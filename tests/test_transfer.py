@@ -445,7 +445,7 @@ def test_cross_eval_always_feeds_the_model_its_own_stream(compose, tmp_path):
     same_batches = "batch_size=16"  # as the data module's loader: the very same float sums
     result = cross_evaluate(compose([f"ckpt_path={checkpoint}", same_batches], config_name="cross_eval"))
     assert result["stream"] == "bone" and result["confusion"] == bone
-    assert cross_evaluate(compose([f"ckpt_path={checkpoint}", "stream=bone", same_batches],
+    assert cross_evaluate(compose([f"ckpt_path={checkpoint}", "dataset.stream=bone", same_batches],
                                   config_name="cross_eval"))["confusion"] == bone
     with pytest.raises(UserError, match=r"dataset\.stream=joint: the model .* reads the bone stream"):
         cross_evaluate(compose([f"ckpt_path={checkpoint}", "dataset.stream=joint"], config_name="cross_eval"))
