@@ -332,7 +332,8 @@ def test_localisation_finds_the_change_between_two_actions(synthetic_ckpt, tmp_p
     segments = timeline.segments
     assert segments[0].label == "squat" and segments[-1].label == "kick right leg", segments
     change = [s.end_frame for s in segments if s.label == "squat"][-1]
-    assert abs(change - len(first)) <= 24, (change, len(first), segments)
+    # a window takes the label of most of its frames: the change is found to half a window plus a stride
+    assert abs(change - len(first)) <= 48 // 2 + 8, (change, len(first), segments)
     assert segments[0].start_frame <= 24 and segments[-1].end_frame == len(item.sequence)
     record = localise_input(recogniser, item, LocaliseSettings(window=48, stride=8, threshold=0.5),
                             tmp_path / "predictions.json", Console())
