@@ -46,6 +46,9 @@ class ASGCN(nn.Module):
     Persons share all weights and are averaged before the classifier. ``num_class``, the joint
     layout and the input channels come from the data module, so any data set and class subset works.
 
+    ``slinks`` is the rule that builds the S-links (:mod:`asgcn_lightning.skeleton.graph`): ``modern``
+    as the papers describe the partition, ``original`` exactly as the original code builds it.
+
     With ``use_slinks=False`` (A-links only) the S-links shrink to each joint's link to itself: a
     joint is never A-linked to itself, so without it a joint would lose its own features.
 
@@ -66,6 +69,7 @@ class ASGCN(nn.Module):
         strides: Sequence[int] = (1, 1, 1, 2, 1, 1, 2, 1, 1),
         max_hop: int = 4,
         partition: str = "spatial",
+        slinks: str = "modern",
         temporal_kernel: int = 9,
         dropout: float = 0.5,
         edge_importance: bool = True,
@@ -103,7 +107,7 @@ class ASGCN(nn.Module):
         self.num_person, self.in_channels = num_person, in_channels
         num_joints = self.layout.num_joints
         if use_slinks:
-            links = torch.from_numpy(structural_links(self.layout, max_hop, partition))
+            links = torch.from_numpy(structural_links(self.layout, max_hop, partition, rule=slinks))
         else:
             links = torch.eye(num_joints)[None]
         self.register_buffer("s_links", links, persistent=False)
