@@ -54,9 +54,9 @@ class ASGCN(nn.Module):
 
     The prediction head observes the first ``T - predict_frames`` frames of the window and predicts
     the last ``predict_frames``. Features of the whole window cannot be used: the temporal
-    convolutions and the pooling see every frame, so the "future" would be in the input. In
-    :meth:`forward_train` (training, validation and test steps) one backbone pass on the observed
-    frames feeds both heads; plain :meth:`forward` (inference) classifies the whole window.
+    convolutions and the pooling see every frame, so the "future" would be in the input. So the side
+    task has a backbone pass of its own (:meth:`prediction`), and the classifier always sees the whole
+    window (:meth:`forward`): training, evaluation and deployment classify the same input the same way.
     """
 
     def __init__(
@@ -196,21 +196,27 @@ class ASGCN(nn.Module):
         return self.head(self.features(bodies, self.alink_weights(bodies)), x.shape[-1])
 
     def forward_train(self, x: torch.Tensor) -> NetworkOutput:
-        """Logits, the weighted prediction loss and the prediction error ``mpjpe`` (in input units).
+        """The logits of :meth:`forward` (the whole window, as deployed) with the prediction side task's
+        weighted loss and its metrics from :meth:`prediction`."""
+        side = self.prediction(x)
+        return NetworkOutput(logits=self(x), losses=side.losses, metrics=side.metrics)
 
-        Targets are the last ``predict_frames`` frames; joints that are exactly zero there (absent
-        persons, missed detections) count in neither the loss nor the metric.
+    def prediction(self, x: torch.Tensor) -> NetworkOutput:
+        """The prediction side task on its own backbone pass over the observed frames (no logits).
+
+        Losses: the weighted prediction loss; metrics: the prediction error ``mpjpe`` and that of repeating
+        the last observed frame (in input units). Targets are the last ``predict_frames`` frames; joints
+        that are exactly zero there (absent persons, missed detections) count in neither.
         """
         if self.predictor is None:
-            return NetworkOutput(logits=self(x))
-        t, m = x.shape[2], x.shape[4]
+            return NetworkOutput(logits=x.new_zeros(0))
+        t = x.shape[2]
         if t < self.predict_frames + 2:
             raise UserError(f"a window of {t} frames is too short to predict {self.predict_frames} frames "
                             "(use longer windows or a smaller predict_frames)")
         bodies = self.bodies(x[:, :, : t - self.predict_frames])
         a_links = self.alink_weights(bodies)
         features = self.features(bodies, a_links)
-        logits = self.head(features, m)
         predicted = self.predictor(features, self.recent_frames(bodies), self.s_links, a_links)
         target = self.bodies(x[:, :, t - self.predict_frames:]).transpose(1, 2)
         valid = (target.abs().sum(dim=2) > 0).to(x.dtype)
@@ -223,7 +229,7 @@ class ASGCN(nn.Module):
         if self.prediction_loss == "relative_l2":
             loss = loss / ((baseline * valid).sum() / count).clamp(min=1e-12)
         baseline_mpjpe = (baseline.sqrt() * valid).sum() / count
-        return NetworkOutput(logits=logits, losses={"prediction": self.prediction_weight * loss},
+        return NetworkOutput(logits=x.new_zeros(0), losses={"prediction": self.prediction_weight * loss},
                              metrics={"mpjpe": mpjpe, "mpjpe_repeat_last": baseline_mpjpe})
 
     def aim_loss(self, x: torch.Tensor) -> NetworkOutput:
