@@ -278,6 +278,20 @@ def test_training_classifies_the_whole_window_and_predicts_apart() -> None:
     assert ASGCN(5, NTU25, **{**TINY, "prediction_head": False}).prediction(x).losses == {}
 
 
+def test_observed_classifier_input_is_the_original_single_pass() -> None:
+    window = ASGCN(5, NTU25, **TINY).eval()
+    observed = ASGCN(5, NTU25, **{**TINY, "classifier_input": "observed"}).eval()
+    observed.load_state_dict(window.state_dict())
+    x = torch.randn(2, 3, 20, 25, 2)
+    with torch.no_grad():
+        out = observed.forward_train(x)
+        torch.testing.assert_close(out.logits, observed(x), rtol=0, atol=0)  # deployed as trained
+        torch.testing.assert_close(observed(x), window(x[:, :, : -TINY["predict_frames"]]))
+        assert out.metrics == window.prediction(x).metrics
+    with pytest.raises(UserError, match="classifier_input must be one of"):
+        ASGCN(5, NTU25, classifier_input="future")
+
+
 def test_reported_accuracy_is_that_of_the_deployed_forward(tmp_path: Path) -> None:
     """With a prediction head, validation and test score ``network(x)`` on the whole window, as predict does."""
     train, test = synthetic_batch(0, 40), synthetic_batch(40, 30)

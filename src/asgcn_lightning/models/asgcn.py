@@ -38,6 +38,8 @@ PREDICTION_LOSSES = ("l2", "relative_l2")
 # how the backbone uses the AIM's output: expected = the link-type probabilities, the same graph in training
 # and evaluation; sampled = a Gumbel-softmax sample in training and the most probable type in evaluation
 ALINK_MODES = ("expected", "sampled")
+# what the classifier sees: the whole window (as deployed), or the frames the prediction head observes
+CLASSIFIER_INPUTS = ("window", "observed")
 
 
 class ASGCN(nn.Module):
@@ -55,8 +57,10 @@ class ASGCN(nn.Module):
     The prediction head observes the first ``T - predict_frames`` frames of the window and predicts
     the last ``predict_frames``. Features of the whole window cannot be used: the temporal
     convolutions and the pooling see every frame, so the "future" would be in the input. So the side
-    task has a backbone pass of its own (:meth:`prediction`), and the classifier always sees the whole
-    window (:meth:`forward`): training, evaluation and deployment classify the same input the same way.
+    task has a backbone pass of its own (:meth:`prediction`), and the classifier sees the whole window
+    (:meth:`forward`). ``classifier_input="observed"`` restores the original code's single pass: the
+    classifier sees only the observed frames, in training and in :meth:`forward` alike. Either way
+    training, evaluation and deployment classify the same input the same way.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class ASGCN(nn.Module):
         prediction_loss: str = "l2",
         prediction_channels: int | None = None,
         prediction_trajectory_frames: int = 8,
+        classifier_input: str = "window",
     ) -> None:
         super().__init__()
         if len(channels) != len(strides) or not channels:
@@ -101,6 +106,8 @@ class ASGCN(nn.Module):
             raise UserError(f"predict_frames must be at least 1, got {predict_frames}")
         if alinks not in ALINK_MODES:
             raise UserError(f"alinks must be one of {ALINK_MODES}, got {alinks!r}")
+        if classifier_input not in CLASSIFIER_INPUTS:
+            raise UserError(f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {classifier_input!r}")
         if prediction_loss not in PREDICTION_LOSSES:
             raise UserError(f"prediction_loss must be one of {PREDICTION_LOSSES}, got {prediction_loss!r}")
         self.layout = layout if isinstance(layout, Layout) else make_layout(**layout)
@@ -127,7 +134,7 @@ class ASGCN(nn.Module):
         )
         self.head = RecognitionHead(widths[-1], num_class)
         self.predict_frames, self.prediction_weight = predict_frames, prediction_weight
-        self.prediction_loss = prediction_loss
+        self.prediction_loss, self.classifier_input = prediction_loss, classifier_input
         self.predictor = PredictionHead(widths[-1], in_channels, predict_frames=predict_frames,
                                         hidden=prediction_channels, temporal_kernel=temporal_kernel,
                                         dropout=dropout, trajectory_frames=prediction_trajectory_frames,
@@ -191,15 +198,32 @@ class ASGCN(nn.Module):
         return bodies[:, :, -frames:]
 
     # -- the network contract ----------------------------------------------------------------------
+    def classified_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """The frames the classifier sees: the whole window, or (``classifier_input="observed"``, the
+        original code's choice) the window less the ``predict_frames`` the prediction head predicts."""
+        if self.classifier_input == "observed" and self.predictor is not None:
+            return x[:, :, : x.shape[2] - self.predict_frames]
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.classified_frames(x)
         bodies = self.bodies(x)
         return self.head(self.features(bodies, self.alink_weights(bodies)), x.shape[-1])
 
     def forward_train(self, x: torch.Tensor) -> NetworkOutput:
-        """The logits of :meth:`forward` (the whole window, as deployed) with the prediction side task's
-        weighted loss and its metrics from :meth:`prediction`."""
-        side = self.prediction(x)
-        return NetworkOutput(logits=self(x), losses=side.losses, metrics=side.metrics)
+        """The logits of :meth:`forward` with the prediction side task's weighted loss and its metrics.
+
+        With ``classifier_input="observed"`` one backbone pass over the observed frames feeds both heads
+        (the original code's training pass); else the side task has its own pass (:meth:`prediction`).
+        """
+        if self.predictor is None:
+            return NetworkOutput(logits=self(x))
+        if self.classifier_input == "window":
+            side = self.prediction(x)
+            return NetworkOutput(logits=self(x), losses=side.losses, metrics=side.metrics)
+        bodies, a_links, features = self._observed_pass(x)
+        side = self._prediction_terms(x, bodies, a_links, features)
+        return NetworkOutput(logits=self.head(features, x.shape[-1]), losses=side.losses, metrics=side.metrics)
 
     def prediction(self, x: torch.Tensor) -> NetworkOutput:
         """The prediction side task on its own backbone pass over the observed frames (no logits).
@@ -210,15 +234,22 @@ class ASGCN(nn.Module):
         """
         if self.predictor is None:
             return NetworkOutput(logits=x.new_zeros(0))
+        return self._prediction_terms(x, *self._observed_pass(x))
+
+    def _observed_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Bodies, A-links and backbone features of the observed frames (all but the last ``predict_frames``)."""
         t = x.shape[2]
         if t < self.predict_frames + 2:
             raise UserError(f"a window of {t} frames is too short to predict {self.predict_frames} frames "
                             "(use longer windows or a smaller predict_frames)")
         bodies = self.bodies(x[:, :, : t - self.predict_frames])
         a_links = self.alink_weights(bodies)
-        features = self.features(bodies, a_links)
+        return bodies, a_links, self.features(bodies, a_links)
+
+    def _prediction_terms(self, x: torch.Tensor, bodies: torch.Tensor, a_links: torch.Tensor | None,
+                          features: torch.Tensor) -> NetworkOutput:
         predicted = self.predictor(features, self.recent_frames(bodies), self.s_links, a_links)
-        target = self.bodies(x[:, :, t - self.predict_frames:]).transpose(1, 2)
+        target = self.bodies(x[:, :, x.shape[2] - self.predict_frames:]).transpose(1, 2)
         valid = (target.abs().sum(dim=2) > 0).to(x.dtype)
         count = valid.sum().clamp(min=1.0)
         squared = (predicted - target).square().sum(dim=2)
