@@ -150,6 +150,22 @@ def test_expected_alinks_are_the_same_graph_in_training_and_evaluation() -> None
         ASGCN(5, NTU25, **{**TINY, "alinks": "soft"})
 
 
+def test_original_alink_normalisation_adds_self_links_and_scales_by_a_tenth() -> None:
+    x = torch.randn(2, 3, 20, 25, 1)
+    mean = ASGCN(5, NTU25, **{**TINY, "alinks": "sampled"}).eval()
+    original = ASGCN(5, NTU25, **{**TINY, "alinks": "sampled", "alink_normalisation": "original"}).eval()
+    original.load_state_dict(mean.state_dict())
+    bodies = mean.bodies(x)
+    with torch.no_grad():
+        links = mean.aim.links(mean.aim.logits(mean.aim.resample(bodies)), sample=False)[..., 1:].permute(0, 3, 1, 2)
+        weights = original.alink_weights(bodies)
+    with_self = links + torch.eye(25)
+    torch.testing.assert_close(weights, 0.1 * with_self / with_self.sum(dim=2, keepdim=True))
+    torch.testing.assert_close(weights.sum(dim=2), torch.full((2, 2, 25), 0.1))
+    with pytest.raises(UserError, match="alink_normalisation must be one of"):
+        ASGCN(5, NTU25, alink_normalisation="sum")
+
+
 def test_evaluation_is_deterministic() -> None:
     network = ASGCN(5, NTU25, **{**TINY, "dropout": 0.5}).eval()
     x = torch.randn(2, 3, 21, 25, 2)

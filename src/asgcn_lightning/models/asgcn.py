@@ -38,6 +38,9 @@ PREDICTION_LOSSES = ("l2", "relative_l2")
 # how the backbone uses the AIM's output: expected = the link-type probabilities, the same graph in training
 # and evaluation; sampled = a Gumbel-softmax sample in training and the most probable type in evaluation
 ALINK_MODES = ("expected", "sampled")
+# mean: each receiver averages over its linked senders; original: over itself and them, then × 0.1 (the original code)
+ALINK_NORMALISATIONS = ("mean", "original")
+ORIGINAL_ALINK_SCALE = 0.1
 # what the classifier sees: the whole window (as deployed), or the frames the prediction head observes
 CLASSIFIER_INPUTS = ("window", "observed")
 
@@ -86,6 +89,7 @@ class ASGCN(nn.Module):
         prior: Sequence[float] | None = None,
         gumbel_tau: float = 0.5,
         alinks: str = "expected",
+        alink_normalisation: str = "mean",
         aim_variance: float = 5e-5,
         aim_rollout: int = 10,
         prediction_head: bool = True,
@@ -106,6 +110,8 @@ class ASGCN(nn.Module):
             raise UserError(f"predict_frames must be at least 1, got {predict_frames}")
         if alinks not in ALINK_MODES:
             raise UserError(f"alinks must be one of {ALINK_MODES}, got {alinks!r}")
+        if alink_normalisation not in ALINK_NORMALISATIONS:
+            raise UserError(f"alink_normalisation must be one of {ALINK_NORMALISATIONS}, got {alink_normalisation!r}")
         if classifier_input not in CLASSIFIER_INPUTS:
             raise UserError(f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {classifier_input!r}")
         if prediction_loss not in PREDICTION_LOSSES:
@@ -118,7 +124,7 @@ class ASGCN(nn.Module):
         else:
             links = torch.eye(num_joints)[None]
         self.register_buffer("s_links", links, persistent=False)
-        self.detach_alinks, self.alinks = True, alinks
+        self.detach_alinks, self.alinks, self.alink_normalisation = True, alinks, alink_normalisation
         self.aim = AIM(in_channels, num_alink_types, aim_hidden, aim_input_frames, prior, gumbel_tau,
                        aim_variance, aim_rollout) if use_alinks else None
         graph = {"num_joints": num_joints, "num_subsets": links.shape[0], "lambda_": lambda_,
@@ -156,6 +162,9 @@ class ASGCN(nn.Module):
         that held the synthetic default at 0.41–0.56 validation accuracy (0.87–0.89 with ``expected``).
         Each receiver averages over its linked senders, so the AGC output has the scale of one
         neighbour's features however many links a joint has (a joint without links gets zero).
+        ``alink_normalisation="original"`` is the original code's: each link type plus a link of every
+        joint to itself, averaged per receiver and scaled by 0.1, so a joint with few links mostly
+        passes on its own features.
         """
         if self.aim is None:
             return None
@@ -166,6 +175,9 @@ class ASGCN(nn.Module):
             else:
                 links = self.aim.links(logits, sample=self.training)
             links = links[..., 1:].permute(0, 3, 1, 2)
+            if self.alink_normalisation == "original":
+                links = links + torch.eye(links.shape[-1], dtype=links.dtype, device=links.device)
+                return ORIGINAL_ALINK_SCALE * links / links.sum(dim=2, keepdim=True)
             return links / links.sum(dim=2, keepdim=True).clamp(min=1.0)
 
     def alink_probabilities(self, x: torch.Tensor) -> torch.Tensor:
