@@ -38,9 +38,10 @@ class ActionRecognitionModule(L.LightningModule):
     gradient), ``finetune`` (AIM parameters join the main optimiser) or ``separate`` (the AIM keeps
     training on its own loss with its own optimiser).
 
-    Every step classifies with the network's ``forward`` on the whole window, the pass that predict,
-    the demo and exported models run, so the accuracies logged are those of the deployed model; side
-    tasks (the prediction head) add their losses and metrics without changing what is classified.
+    Every step classifies the input window with the network's ``forward`` (``forward_train`` returns
+    its logits), the pass that predict, the demo and exported models run, so the accuracies logged
+    are those of the deployed model; side tasks (the prediction head) add their losses and metrics
+    without changing what is classified.
     Evaluation inputs may hold several clips of a sample side by side on the person axis (``num_clips``
     of :class:`~asgcn_lightning.data.transforms.UniformSample`): each clip is classified on its own and
     the class probabilities are averaged, as in the multi-clip testing of the GCN literature.
