@@ -352,6 +352,8 @@ def test_uniform_sample_clips_are_evenly_spaced_phases_of_each_segment() -> None
     assert (three[:, :, 0] == 0).all()
     with pytest.raises(UserError, match="num_clips > 1 is for evaluation"):
         UniformSample(8, jitter=True, num_clips=2)
+    with pytest.raises(UserError, match="at most one may set num_clips"):
+        Compose([UniformSample(8, num_clips=2), UniformSample(8, num_clips=3)])
 
 
 def test_multi_clip_testing_averages_the_clip_probabilities(tmp_path: Path) -> None:

@@ -57,8 +57,7 @@ class UniformSample:
     With ``jitter`` each frame is drawn at random inside its segment (training); without, the
     segment centres are used (evaluation, deterministic). ``num_clips=k`` (evaluation) gives ``k``
     clips whose frames sit at the fractions ``(i + 0.5) / k`` of every segment, ``i = 0..k-1``: the
-    same uniform coverage at ``k`` evenly spaced phases, deterministic, and clip 0 of one clip is the
-    plain segment centre.
+    same uniform coverage at ``k`` evenly spaced phases, deterministic; one clip is the segment centres.
     """
 
     def __init__(self, length: int = 64, jitter: bool = False, num_clips: int = 1) -> None:
@@ -222,10 +221,9 @@ class Compose:
 
     def __init__(self, transforms: Sequence[Transform] = ()) -> None:
         self.transforms = list(transforms)
-        samplers = [t for t in self.transforms if getattr(t, "num_clips", 1) > 1]
-        if len(samplers) > 1:
-            raise UserError(f"{len(samplers)} transforms sample several clips; at most one may set num_clips > 1")
-        self.num_clips = samplers[0].num_clips if samplers else 1
+        samplers = sum(getattr(t, "num_clips", 1) > 1 for t in self.transforms)
+        if samplers > 1:
+            raise UserError(f"{samplers} transforms sample several clips; at most one may set num_clips > 1")
 
     def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
         clips = [sequence]
