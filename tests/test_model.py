@@ -1,7 +1,9 @@
-"""The AS-GCN network: reference parameter counts, shapes for any layout, both training stages, ablations."""
+"""The AS-GCN network: reference parameter counts, shapes for any layout, both training stages, ablations;
+the module's one classification path and multi-clip testing."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,10 +12,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning import Trainer
+from torch.utils.data import DataLoader, TensorDataset
 
 from asgcn_lightning.data.sources.synthetic import SyntheticSkeletons
+from asgcn_lightning.data.transforms import CentreOnJoint, Compose, UniformSample
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.models.asgcn import ASGCN
+from asgcn_lightning.models.module import ActionRecognitionModule
 from asgcn_lightning.models.summary import REFERENCE, count, main, parameter_counts
 from asgcn_lightning.skeleton.layouts import BUILTIN_LAYOUTS, NTU25, Layout, make_layout
 from asgcn_lightning.visual.alinks import save_alink_figure
@@ -144,6 +150,22 @@ def test_expected_alinks_are_the_same_graph_in_training_and_evaluation() -> None
         ASGCN(5, NTU25, **{**TINY, "alinks": "soft"})
 
 
+def test_original_alink_normalisation_adds_self_links_and_scales_by_a_tenth() -> None:
+    x = torch.randn(2, 3, 20, 25, 1)
+    mean = ASGCN(5, NTU25, **{**TINY, "alinks": "sampled"}).eval()
+    original = ASGCN(5, NTU25, **{**TINY, "alinks": "sampled", "alink_normalisation": "original"}).eval()
+    original.load_state_dict(mean.state_dict())
+    bodies = mean.bodies(x)
+    with torch.no_grad():
+        links = mean.aim.links(mean.aim.logits(mean.aim.resample(bodies)), sample=False)[..., 1:].permute(0, 3, 1, 2)
+        weights = original.alink_weights(bodies)
+    with_self = links + torch.eye(25)
+    torch.testing.assert_close(weights, 0.1 * with_self / with_self.sum(dim=2, keepdim=True))
+    torch.testing.assert_close(weights.sum(dim=2), torch.full((2, 2, 25), 0.1))
+    with pytest.raises(UserError, match="alink_normalisation must be one of"):
+        ASGCN(5, NTU25, alink_normalisation="sum")
+
+
 def test_evaluation_is_deterministic() -> None:
     network = ASGCN(5, NTU25, **{**TINY, "dropout": 0.5}).eval()
     x = torch.randn(2, 3, 21, 25, 2)
@@ -247,3 +269,112 @@ def test_alink_figure_is_written(layout: Layout, tmp_path: Path) -> None:
     path = save_alink_figure(network, sample, tmp_path / "alinks.png", top_k=5)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert network.training  # the picture does not leave the network in evaluation mode
+
+
+# -- one classification path ---------------------------------------------------------------------------------
+def tiny_module(network: ASGCN, aim_epochs: int = 1) -> ActionRecognitionModule:
+    return ActionRecognitionModule(
+        network, optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9),
+        aim={"pretrain_epochs": aim_epochs, "optimizer": functools.partial(torch.optim.Adam, lr=1e-3)})
+
+
+def test_training_classifies_the_whole_window_and_predicts_apart() -> None:
+    network = ASGCN(5, NTU25, **TINY).eval()
+    x = torch.randn(2, 3, 20, 25, 2)
+    with torch.no_grad():
+        out, side = network.forward_train(x), network.prediction(x)
+        torch.testing.assert_close(out.logits, network(x), rtol=0, atol=0)
+    assert out.losses == side.losses and out.metrics == side.metrics
+    # the prediction metric does not see the predicted frames: changing them changes it, not the observed pass
+    changed = x.clone()
+    changed[:, :, -TINY["predict_frames"]:] += 1.0
+    with torch.no_grad():
+        moved = network.prediction(changed)
+    assert moved.metrics["mpjpe_repeat_last"] > side.metrics["mpjpe_repeat_last"]
+    assert ASGCN(5, NTU25, **{**TINY, "prediction_head": False}).prediction(x).losses == {}
+
+
+def test_observed_classifier_input_is_the_original_single_pass() -> None:
+    window = ASGCN(5, NTU25, **TINY).eval()
+    observed = ASGCN(5, NTU25, **{**TINY, "classifier_input": "observed"}).eval()
+    observed.load_state_dict(window.state_dict())
+    x = torch.randn(2, 3, 20, 25, 2)
+    with torch.no_grad():
+        out = observed.forward_train(x)
+        torch.testing.assert_close(out.logits, observed(x), rtol=0, atol=0)  # deployed as trained
+        torch.testing.assert_close(observed(x), window(x[:, :, : -TINY["predict_frames"]]))
+        assert out.metrics == window.prediction(x).metrics
+    with pytest.raises(UserError, match="classifier_input must be one of"):
+        ASGCN(5, NTU25, classifier_input="future")
+
+
+def test_reported_accuracy_is_that_of_the_deployed_forward(tmp_path: Path) -> None:
+    """With a prediction head, validation and test score ``network(x)`` on the whole window, as predict does."""
+    train, test = synthetic_batch(0, 40), synthetic_batch(40, 30)
+    module = tiny_module(ASGCN(10, NTU25, num_person=1, **TINY))
+    trainer = Trainer(max_epochs=3, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, DataLoader(TensorDataset(*train), batch_size=8, shuffle=True),
+                DataLoader(TensorDataset(*test), batch_size=8))
+    loader = DataLoader(TensorDataset(*test), batch_size=8)
+    reported = {**trainer.validate(module, loader, verbose=False)[0], **trainer.test(module, loader, verbose=False)[0]}
+    network = module.network.eval()
+    with torch.no_grad():
+        logits = torch.cat([network(x) for x, _ in loader])
+        observed_only = torch.cat([network(x[:, :, : -TINY["predict_frames"]]) for x, _ in loader])
+    deployed = logits.argmax(dim=1)
+    accuracy = (deployed == test[1]).float().mean().item()
+    assert reported["val/acc_top1"] == pytest.approx(accuracy, abs=1e-6)
+    assert reported["test/acc_top1"] == pytest.approx(accuracy, abs=1e-6)
+    assert "test/mpjpe" in reported and "test/mpjpe_repeat_last" in reported
+    predicted = trainer.predict(module, loader)
+    assert torch.equal(torch.cat([p["probabilities"] for p in predicted]).argmax(dim=1), deployed)
+    # the loss too is that of the whole window, not of the window less the frames the prediction head predicts
+    assert reported["test/ce"] == pytest.approx(F.cross_entropy(logits, test[1]).item(), rel=1e-5)
+    assert reported["test/ce"] != pytest.approx(F.cross_entropy(observed_only, test[1]).item(), rel=1e-3)
+
+
+# -- multi-clip testing -------------------------------------------------------------------------------------
+def test_uniform_sample_clips_are_evenly_spaced_phases_of_each_segment() -> None:
+    sequence = np.arange(40, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 3, 3), np.float32)
+    layout = make_layout("line", joints=["a", "b", "c"], edges=[[0, 1], [1, 2]])
+    rng = np.random.default_rng(0)
+    one = Compose([UniformSample(8)])(sequence, layout, rng)
+    assert one.shape == (8, 2, 3, 3)
+    np.testing.assert_allclose(one[:, 0, 0, 0], 2.5 + 5 * np.arange(8))  # segment centres, as before
+    three = Compose([UniformSample(8, num_clips=3), CentreOnJoint("a")])(sequence, layout, rng)
+    assert three.shape == (8, 6, 3, 3)  # 3 clips of 2 persons side by side
+    # clip i at the fraction (i + 0.5) / 3 of every 5-frame segment; frames then centred clip by clip
+    raw = Compose([UniformSample(8, num_clips=3)])(sequence, layout, rng)
+    for clip in range(3):
+        expected = np.minimum(5 * (clip + 0.5) / 3 + 5 * np.arange(8), 39)  # not past the last frame
+        np.testing.assert_allclose(raw[:, 2 * clip, 0, 0], expected, rtol=1e-6)
+    assert (three[:, :, 0] == 0).all()
+    with pytest.raises(UserError, match="num_clips > 1 is for evaluation"):
+        UniformSample(8, jitter=True, num_clips=2)
+    with pytest.raises(UserError, match="at most one may set num_clips"):
+        Compose([UniformSample(8, num_clips=2), UniformSample(8, num_clips=3)])
+
+
+def test_multi_clip_testing_averages_the_clip_probabilities(tmp_path: Path) -> None:
+    clips, persons = 3, 2
+    network = ASGCN(4, NTU25, num_person=persons, **{**TINY, "use_alinks": False}).eval()
+    with torch.no_grad():  # an untrained network is near uniform on every clip
+        for parameter in network.parameters():
+            parameter.add_(0.2 * torch.randn_like(parameter))
+    module = tiny_module(network, aim_epochs=0)
+    x = torch.randn(6, 3, 16, 25, clips * persons) + 3 * torch.randn(6, 3, 1, 1, clips * persons)  # distinct clips
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    with torch.no_grad():
+        single = torch.stack([network(x[..., k * persons:(k + 1) * persons]).softmax(dim=1) for k in range(clips)])
+    mean = single.mean(dim=0)
+    assert not torch.allclose(single[0], mean, atol=1e-2)
+    trainer = Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    predicted = torch.cat([p["probabilities"] for p in trainer.predict(module, loader)])
+    torch.testing.assert_close(predicted, mean)
+    result = trainer.test(module, loader, verbose=False)[0]
+    assert result["test/acc_top1"] == pytest.approx((mean.argmax(dim=1) == y).float().mean().item())
+    assert result["test/ce"] == pytest.approx(F.nll_loss(mean.log(), y).item(), rel=1e-5)
+    with pytest.raises(UserError, match="num_clips > 1 is for the eval transforms only"):
+        module.training_step((x, y), 0)

@@ -155,10 +155,11 @@ def test_training_pass_matches_the_reference_formulation() -> None:
 
     def reference() -> torch.Tensor:
         torch.manual_seed(3)
+        # the prediction side task on the observed frames, the classifier on the whole window
         bodies = network.bodies(x[:, :, :observed])
         a_links = network.alink_weights(bodies)
         features = reference_ops.features(network, bodies, a_links)
-        logits = network.head.fc(features.mean(dim=(2, 3)).view(3, 2, -1).mean(dim=1))
+        logits = reference_ops.logits(network, x)
         predicted = reference_ops.prediction(network.predictor, features, network.recent_frames(bodies),
                                              network.s_links, a_links)
         target = network.bodies(x[:, :, observed:]).transpose(1, 2)

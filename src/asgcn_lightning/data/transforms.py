@@ -5,6 +5,11 @@ Every transform is a callable ``(sequence, layout, rng) -> sequence`` on a float
 Two families are provided: the reference AS-GCN/ST-GCN behaviour (:class:`PadRepeat` to 300
 frames, :class:`CentreOnJoint`, :class:`AlignSpineShoulders`) and modern windowing
 (:class:`UniformSample`, :class:`RandomCropResize`) with augmentation and input streams.
+
+Multi-clip testing: an evaluation :class:`UniformSample` with ``num_clips=k`` yields ``k`` clips of a
+sample; :class:`Compose` runs the transforms after it on every clip and lays the clips side by side
+on the person axis, ``(T, k·M, V, C)``, which the LightningModule splits again and whose class
+probabilities it averages.
 """
 
 from __future__ import annotations
@@ -50,17 +55,33 @@ class UniformSample:
     """Modern windowing: ``length`` frames evenly spread over the whole sequence.
 
     With ``jitter`` each frame is drawn at random inside its segment (training); without, the
-    segment centres are used (evaluation, deterministic).
+    segment centres are used (evaluation, deterministic). ``num_clips=k`` (evaluation) gives ``k``
+    clips whose frames sit at the fractions ``(i + 0.5) / k`` of every segment, ``i = 0..k-1``: the
+    same uniform coverage at ``k`` evenly spaced phases, deterministic; one clip is the segment centres.
     """
 
-    def __init__(self, length: int = 64, jitter: bool = False) -> None:
-        self.length, self.jitter = length, jitter
+    def __init__(self, length: int = 64, jitter: bool = False, num_clips: int = 1) -> None:
+        if num_clips < 1:
+            raise UserError(f"UniformSample: num_clips must be at least 1, got {num_clips}")
+        if jitter and num_clips > 1:
+            raise UserError("UniformSample: num_clips > 1 is for evaluation, without jitter")
+        self.length, self.jitter, self.num_clips = length, jitter, num_clips
 
-    def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+    def _sample(self, sequence: np.ndarray, offset: np.ndarray) -> np.ndarray:
         edges = np.linspace(0, len(sequence), self.length + 1)
-        offset = rng.uniform(0, 1, self.length) if self.jitter else np.full(self.length, 0.5)
         positions = np.minimum(edges[:-1] + offset * (edges[1:] - edges[:-1]), len(sequence) - 1)
         return _resample(sequence, positions)
+
+    def clips(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> list[np.ndarray]:
+        """The ``num_clips`` clips of a sequence, each ``(length, M, V, C)``."""
+        if self.num_clips == 1:
+            return [self(sequence, layout, rng)]
+        return [self._sample(sequence, np.full(self.length, (i + 0.5) / self.num_clips))
+                for i in range(self.num_clips)]
+
+    def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        offset = rng.uniform(0, 1, self.length) if self.jitter else np.full(self.length, 0.5)
+        return self._sample(sequence, offset)
 
 
 class RandomCropResize:
@@ -192,12 +213,23 @@ class Stream:
 
 
 class Compose:
-    """Apply transforms in order; the list comes straight from a Hydra config."""
+    """Apply transforms in order; the list comes straight from a Hydra config.
+
+    From a transform that yields several clips (``UniformSample(num_clips=k)``, at most one) on, every
+    later transform runs on each clip, and the clips come out side by side on the person axis.
+    """
 
     def __init__(self, transforms: Sequence[Transform] = ()) -> None:
         self.transforms = list(transforms)
+        samplers = sum(getattr(t, "num_clips", 1) > 1 for t in self.transforms)
+        if samplers > 1:
+            raise UserError(f"{samplers} transforms sample several clips; at most one may set num_clips > 1")
 
     def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        clips = [sequence]
         for transform in self.transforms:
-            sequence = transform(sequence, layout, rng)
-        return np.ascontiguousarray(sequence, dtype=np.float32)
+            if getattr(transform, "num_clips", 1) > 1:
+                clips = transform.clips(clips[0], layout, rng)
+            else:
+                clips = [transform(clip, layout, rng) for clip in clips]
+        return np.ascontiguousarray(np.concatenate(clips, axis=1), dtype=np.float32)

@@ -38,6 +38,11 @@ PREDICTION_LOSSES = ("l2", "relative_l2")
 # how the backbone uses the AIM's output: expected = the link-type probabilities, the same graph in training
 # and evaluation; sampled = a Gumbel-softmax sample in training and the most probable type in evaluation
 ALINK_MODES = ("expected", "sampled")
+# mean: each receiver averages over its linked senders; original: over itself and them, then × 0.1 (the original code)
+ALINK_NORMALISATIONS = ("mean", "original")
+ORIGINAL_ALINK_SCALE = 0.1
+# what the classifier sees: the whole window (as deployed), or the frames the prediction head observes
+CLASSIFIER_INPUTS = ("window", "observed")
 
 
 class ASGCN(nn.Module):
@@ -46,14 +51,19 @@ class ASGCN(nn.Module):
     Persons share all weights and are averaged before the classifier. ``num_class``, the joint
     layout and the input channels come from the data module, so any data set and class subset works.
 
+    ``slinks`` is the rule that builds the S-links (:mod:`asgcn_lightning.skeleton.graph`): ``modern``
+    as the papers describe the partition, ``original`` exactly as the original code builds it.
+
     With ``use_slinks=False`` (A-links only) the S-links shrink to each joint's link to itself: a
     joint is never A-linked to itself, so without it a joint would lose its own features.
 
     The prediction head observes the first ``T - predict_frames`` frames of the window and predicts
     the last ``predict_frames``. Features of the whole window cannot be used: the temporal
-    convolutions and the pooling see every frame, so the "future" would be in the input. In
-    :meth:`forward_train` (training, validation and test steps) one backbone pass on the observed
-    frames feeds both heads; plain :meth:`forward` (inference) classifies the whole window.
+    convolutions and the pooling see every frame, so the "future" would be in the input. So the side
+    task has a backbone pass of its own (:meth:`prediction`), and the classifier sees the whole window
+    (:meth:`forward`). ``classifier_input="observed"`` restores the original code's single pass: the
+    classifier sees only the observed frames, in training and in :meth:`forward` alike. Either way
+    training, evaluation and deployment classify the same input the same way.
     """
 
     def __init__(
@@ -66,6 +76,7 @@ class ASGCN(nn.Module):
         strides: Sequence[int] = (1, 1, 1, 2, 1, 1, 2, 1, 1),
         max_hop: int = 4,
         partition: str = "spatial",
+        slinks: str = "modern",
         temporal_kernel: int = 9,
         dropout: float = 0.5,
         edge_importance: bool = True,
@@ -78,6 +89,7 @@ class ASGCN(nn.Module):
         prior: Sequence[float] | None = None,
         gumbel_tau: float = 0.5,
         alinks: str = "expected",
+        alink_normalisation: str = "mean",
         aim_variance: float = 5e-5,
         aim_rollout: int = 10,
         prediction_head: bool = True,
@@ -86,6 +98,7 @@ class ASGCN(nn.Module):
         prediction_loss: str = "l2",
         prediction_channels: int | None = None,
         prediction_trajectory_frames: int = 8,
+        classifier_input: str = "window",
     ) -> None:
         super().__init__()
         if len(channels) != len(strides) or not channels:
@@ -97,17 +110,21 @@ class ASGCN(nn.Module):
             raise UserError(f"predict_frames must be at least 1, got {predict_frames}")
         if alinks not in ALINK_MODES:
             raise UserError(f"alinks must be one of {ALINK_MODES}, got {alinks!r}")
+        if alink_normalisation not in ALINK_NORMALISATIONS:
+            raise UserError(f"alink_normalisation must be one of {ALINK_NORMALISATIONS}, got {alink_normalisation!r}")
+        if classifier_input not in CLASSIFIER_INPUTS:
+            raise UserError(f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {classifier_input!r}")
         if prediction_loss not in PREDICTION_LOSSES:
             raise UserError(f"prediction_loss must be one of {PREDICTION_LOSSES}, got {prediction_loss!r}")
         self.layout = layout if isinstance(layout, Layout) else make_layout(**layout)
         self.num_person, self.in_channels = num_person, in_channels
         num_joints = self.layout.num_joints
         if use_slinks:
-            links = torch.from_numpy(structural_links(self.layout, max_hop, partition))
+            links = torch.from_numpy(structural_links(self.layout, max_hop, partition, rule=slinks))
         else:
             links = torch.eye(num_joints)[None]
         self.register_buffer("s_links", links, persistent=False)
-        self.detach_alinks, self.alinks = True, alinks
+        self.detach_alinks, self.alinks, self.alink_normalisation = True, alinks, alink_normalisation
         self.aim = AIM(in_channels, num_alink_types, aim_hidden, aim_input_frames, prior, gumbel_tau,
                        aim_variance, aim_rollout) if use_alinks else None
         graph = {"num_joints": num_joints, "num_subsets": links.shape[0], "lambda_": lambda_,
@@ -123,7 +140,7 @@ class ASGCN(nn.Module):
         )
         self.head = RecognitionHead(widths[-1], num_class)
         self.predict_frames, self.prediction_weight = predict_frames, prediction_weight
-        self.prediction_loss = prediction_loss
+        self.prediction_loss, self.classifier_input = prediction_loss, classifier_input
         self.predictor = PredictionHead(widths[-1], in_channels, predict_frames=predict_frames,
                                         hidden=prediction_channels, temporal_kernel=temporal_kernel,
                                         dropout=dropout, trajectory_frames=prediction_trajectory_frames,
@@ -145,6 +162,9 @@ class ASGCN(nn.Module):
         that held the synthetic default at 0.41–0.56 validation accuracy (0.87–0.89 with ``expected``).
         Each receiver averages over its linked senders, so the AGC output has the scale of one
         neighbour's features however many links a joint has (a joint without links gets zero).
+        ``alink_normalisation="original"`` is the original code's: each link type plus a link of every
+        joint to itself, averaged per receiver and scaled by 0.1, so a joint with few links mostly
+        passes on its own features.
         """
         if self.aim is None:
             return None
@@ -155,6 +175,9 @@ class ASGCN(nn.Module):
             else:
                 links = self.aim.links(logits, sample=self.training)
             links = links[..., 1:].permute(0, 3, 1, 2)
+            if self.alink_normalisation == "original":
+                links = links + torch.eye(links.shape[-1], dtype=links.dtype, device=links.device)
+                return ORIGINAL_ALINK_SCALE * links / links.sum(dim=2, keepdim=True)
             return links / links.sum(dim=2, keepdim=True).clamp(min=1.0)
 
     def alink_probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -187,28 +210,58 @@ class ASGCN(nn.Module):
         return bodies[:, :, -frames:]
 
     # -- the network contract ----------------------------------------------------------------------
+    def classified_frames(self, x: torch.Tensor) -> torch.Tensor:
+        """The frames the classifier sees: the whole window, or (``classifier_input="observed"``, the
+        original code's choice) the window less the ``predict_frames`` the prediction head predicts."""
+        if self.classifier_input == "observed" and self.predictor is not None:
+            return x[:, :, : x.shape[2] - self.predict_frames]
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.classified_frames(x)
         bodies = self.bodies(x)
         return self.head(self.features(bodies, self.alink_weights(bodies)), x.shape[-1])
 
     def forward_train(self, x: torch.Tensor) -> NetworkOutput:
-        """Logits, the weighted prediction loss and the prediction error ``mpjpe`` (in input units).
+        """The logits of :meth:`forward` with the prediction side task's weighted loss and its metrics.
 
-        Targets are the last ``predict_frames`` frames; joints that are exactly zero there (absent
-        persons, missed detections) count in neither the loss nor the metric.
+        With ``classifier_input="observed"`` one backbone pass over the observed frames feeds both heads
+        (the original code's training pass); else the side task has its own pass (:meth:`prediction`).
         """
         if self.predictor is None:
             return NetworkOutput(logits=self(x))
-        t, m = x.shape[2], x.shape[4]
+        if self.classifier_input == "window":
+            side = self.prediction(x)
+            return NetworkOutput(logits=self(x), losses=side.losses, metrics=side.metrics)
+        bodies, a_links, features = self._observed_pass(x)
+        side = self._prediction_terms(x, bodies, a_links, features)
+        return NetworkOutput(logits=self.head(features, x.shape[-1]), losses=side.losses, metrics=side.metrics)
+
+    def prediction(self, x: torch.Tensor) -> NetworkOutput:
+        """The prediction side task on its own backbone pass over the observed frames (no logits).
+
+        Losses: the weighted prediction loss; metrics: the prediction error ``mpjpe`` and that of repeating
+        the last observed frame (in input units). Targets are the last ``predict_frames`` frames; joints
+        that are exactly zero there (absent persons, missed detections) count in neither.
+        """
+        if self.predictor is None:
+            return NetworkOutput(logits=x.new_zeros(0))
+        return self._prediction_terms(x, *self._observed_pass(x))
+
+    def _observed_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Bodies, A-links and backbone features of the observed frames (all but the last ``predict_frames``)."""
+        t = x.shape[2]
         if t < self.predict_frames + 2:
             raise UserError(f"a window of {t} frames is too short to predict {self.predict_frames} frames "
                             "(use longer windows or a smaller predict_frames)")
         bodies = self.bodies(x[:, :, : t - self.predict_frames])
         a_links = self.alink_weights(bodies)
-        features = self.features(bodies, a_links)
-        logits = self.head(features, m)
+        return bodies, a_links, self.features(bodies, a_links)
+
+    def _prediction_terms(self, x: torch.Tensor, bodies: torch.Tensor, a_links: torch.Tensor | None,
+                          features: torch.Tensor) -> NetworkOutput:
         predicted = self.predictor(features, self.recent_frames(bodies), self.s_links, a_links)
-        target = self.bodies(x[:, :, t - self.predict_frames:]).transpose(1, 2)
+        target = self.bodies(x[:, :, x.shape[2] - self.predict_frames:]).transpose(1, 2)
         valid = (target.abs().sum(dim=2) > 0).to(x.dtype)
         count = valid.sum().clamp(min=1.0)
         squared = (predicted - target).square().sum(dim=2)
@@ -219,7 +272,7 @@ class ASGCN(nn.Module):
         if self.prediction_loss == "relative_l2":
             loss = loss / ((baseline * valid).sum() / count).clamp(min=1e-12)
         baseline_mpjpe = (baseline.sqrt() * valid).sum() / count
-        return NetworkOutput(logits=logits, losses={"prediction": self.prediction_weight * loss},
+        return NetworkOutput(logits=x.new_zeros(0), losses={"prediction": self.prediction_weight * loss},
                              metrics={"mpjpe": mpjpe, "mpjpe_repeat_last": baseline_mpjpe})
 
     def aim_loss(self, x: torch.Tensor) -> NetworkOutput:

@@ -81,7 +81,7 @@ class EmbeddingNetwork(nn.Module):
                  embedding_dim: int = 128, cosine_scale: float = 16.0, **backbone_kwargs: Any) -> None:
         super().__init__()
         layout = layout if isinstance(layout, Layout) else make_layout(**layout)
-        self.in_channels = in_channels
+        self.in_channels, self.num_person = in_channels, num_person
         self.descriptor = MotionDescriptor(layout.centre)
         self.backbone = ASGCN(num_class=embedding_dim, layout=layout, in_channels=2 * in_channels,
                               num_person=num_person, **backbone_kwargs)

@@ -10,6 +10,7 @@ boundary continues exactly.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -36,6 +37,14 @@ class ActionRecognitionModule(L.LightningModule):
     AIM in the main stage: ``frozen`` (reference: A-links inferred with the pretrained AIM, no
     gradient), ``finetune`` (AIM parameters join the main optimiser) or ``separate`` (the AIM keeps
     training on its own loss with its own optimiser).
+
+    Every step classifies the input window with the network's ``forward`` (``forward_train`` returns
+    its logits), the pass that predict, the demo and exported models run, so the accuracies logged
+    are those of the deployed model; side tasks (the prediction head) add their losses and metrics
+    without changing what is classified.
+    Evaluation inputs may hold several clips of a sample side by side on the person axis (``num_clips``
+    of :class:`~asgcn_lightning.data.transforms.UniformSample`): each clip is classified on its own and
+    the class probabilities are averaged, as in the multi-clip testing of the GCN literature.
     """
 
     def __init__(
@@ -141,9 +150,34 @@ class ActionRecognitionModule(L.LightningModule):
         total = self.trainer.strategy.reduce(torch.tensor(float(batch_size), device=self.device), reduce_op="sum")
         return batch_size * self.trainer.world_size / float(total)
 
+    # -- clips -------------------------------------------------------------------------------------
+    def split_clips(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """``(N, C, T, V, k·M)`` with ``k`` clips of the network's ``M`` persons → ``(N·k, C, T, V, M)``, ``k``.
+
+        An input with no more persons than the network's, or not a multiple of them, is one clip.
+        """
+        persons, total = self.network.num_person, x.shape[-1]
+        if total <= persons or total % persons:
+            return x, 1
+        clips = total // persons
+        n, c, t, v = x.shape[:4]
+        x = x.view(n, c, t, v, clips, persons).permute(0, 4, 1, 2, 3, 5)
+        return x.reshape(n * clips, c, t, v, persons), clips
+
+    @staticmethod
+    def log_probabilities(logits: torch.Tensor, clips: int = 1) -> torch.Tensor:
+        """Log class probabilities per sample from ``logits`` ``(N·clips, classes)``, clips averaged in probability."""
+        log_p = F.log_softmax(logits.float(), dim=-1)
+        if clips == 1:
+            return log_p
+        return torch.logsumexp(log_p.view(-1, clips, log_p.shape[-1]), dim=1) - math.log(clips)
+
     # -- steps ---------------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
+        if self.split_clips(x)[1] > 1:
+            raise UserError(f"training inputs hold {x.shape[-1]} persons, the network takes "
+                            f"{self.network.num_person}: num_clips > 1 is for the eval transforms only")
         main_opt, aim_opt = self._optimizers()
         if self.stage == "aim":
             if aim_opt is None:
@@ -214,15 +248,17 @@ class ActionRecognitionModule(L.LightningModule):
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str, metrics: MetricCollection,
                   confusion: MulticlassConfusionMatrix) -> None:
         x, y = batch
+        x, clips = self.split_clips(x)
         if self.stage == "aim":
             aim = self.network.aim_loss(x)
             self._log_terms(prefix, aim.losses, aim.metrics, len(y), loss_name="aim_loss",
                             loss=sum(aim.losses.values()))
             return
         out = self.network.forward_train(x)
-        ce = F.cross_entropy(out.logits, y)
-        metrics.update(out.logits, y)
-        confusion.update(out.logits, y)
+        log_probabilities = self.log_probabilities(out.logits, clips)
+        ce = F.nll_loss(log_probabilities, y)
+        metrics.update(log_probabilities, y)
+        confusion.update(log_probabilities, y)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         self._log_terms(prefix, {"ce": ce, **out.losses}, out.metrics, len(y), loss_name="loss",
                         loss=ce + sum(out.losses.values()))
@@ -235,7 +271,8 @@ class ActionRecognitionModule(L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x = batch[0] if isinstance(batch, list | tuple) else batch
-        probabilities = torch.softmax(self.network(x), dim=-1)
+        x, clips = self.split_clips(x)
+        probabilities = self.log_probabilities(self.network(x), clips).exp()
         out = {"probabilities": probabilities}
         if isinstance(batch, list | tuple) and len(batch) > 1:
             out["labels"] = batch[1]

@@ -1,8 +1,9 @@
 """Skeleton joint layouts: joint names, bones and the joints that normalisation needs.
 
-A layout is data, not code: the built-in ones (NTU Kinect v2, Kinect v1, OpenPose BODY_25, COCO-18,
-COCO-17, NATOPS, the MADS motion capture) are defined here, and any other skeleton comes from config through
-:func:`make_layout`, so a custom data set trains without code changes.
+A layout is data, not code: the built-in ones (NTU Kinect v2 and the original AS-GCN code's variant of
+it, Kinect v1, OpenPose BODY_25, COCO-18, COCO-17, NATOPS, the MADS motion capture) are defined here,
+and any other skeleton comes from config through :func:`make_layout`, so a custom data set trains
+without code changes.
 """
 
 from __future__ import annotations
@@ -109,6 +110,21 @@ NTU25 = Layout(
     centre=20,
     spine=(0, 20),
     shoulders=(8, 4),
+)
+
+# NTU as the original AS-GCN code joins it: hand tip – thumb – hand (22–23–8, 24–25–12) instead of tip and
+# thumb each on the hand. The same joints, so it reads the same data; model=asgcn builds its S-links from it.
+NTU25_ASGCN = Layout(
+    name="ntu25_asgcn",
+    joints=NTU25.joints,
+    edges=_one_based([
+        (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
+        (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
+        (20, 19), (22, 23), (23, 8), (24, 25), (25, 12),
+    ]),
+    centre=NTU25.centre,
+    spine=NTU25.spine,
+    shoulders=NTU25.shoulders,
 )
 
 OPENPOSE25 = Layout(
@@ -239,8 +255,12 @@ MADS19 = Layout(
 )
 
 BUILTIN_LAYOUTS: dict[str, Layout] = {
-    layout.name: layout for layout in (NTU25, KINECT20, OPENPOSE25, COCO18, COCO17, NATOPS8, MADS15, MADS19)
+    layout.name: layout
+    for layout in (NTU25, NTU25_ASGCN, KINECT20, OPENPOSE25, COCO18, COCO17, NATOPS8, MADS15, MADS19)
 }
+
+# the bones the original AS-GCN code uses for a layout where they differ from ours (its COCO-18 equals ours)
+ORIGINAL_VARIANTS: dict[str, Layout] = {NTU25.name: NTU25_ASGCN}
 
 
 def make_layout(
