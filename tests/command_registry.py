@@ -195,7 +195,7 @@ def ensembled(weights: list[float] | None) -> Callable[[Done, Workspace], None]:
         result = app_result(done, "ensemble.json")
         assert [member["stream"] for member in result["members"]] == ["joint", "bone", "joint_motion", "bone_motion"]
         assert result["weights"] == weights if weights else len(set(result["weights"])) == 1, result["weights"]
-        assert 0.0 <= result["fused"]["acc_top1"] <= 1.0 and result["samples"] > 0, result
+        assert 0.0 <= result["fused"]["top1"] <= 1.0 and result["samples"] > 0, result
     return check
 
 
@@ -392,7 +392,8 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
         xfail="last.ckpt is rewritten only when a best checkpoint is: it holds epoch 0 of the 2-epoch run"),
     "python train.py <the run's overrides> hydra.run.dir=<the run folder> ckpt_path=last": Runs(
         continued_in_place(2), subs={"<the run's overrides>": "model=tiny", "<the run folder>": "{tiny_run}"},
-        shrink=("trainer.max_epochs=3", *TINY_SHRINK), after=(RESUME_TINY,)),
+        shrink=("trainer.max_epochs=3", *TINY_SHRINK), after=(RESUME_TINY,),
+        xfail="last.ckpt is rewritten only when a best checkpoint is: after epochs 1-2 it still holds an earlier one"),
     # docs/transfer.md
     "python train.py model=tiny": Runs(trained, shrink=("trainer.max_epochs=2", *TINY_SHRINK)),  # = TINY, run once
     "python train.py dataset=natops split=predefined model=tiny transfer=finetune "
