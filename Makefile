@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch 2.13.0: the CPU build lies on this project's machines; elsewhere pip picks the platform's build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup train test lint bench clean
+.PHONY: setup train test acceptance lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,10 @@ train: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# every README/docs command line, run as a user types it (tests/command_registry.py)
+acceptance: setup
+	$(BIN)/python -m pytest -q -m acceptance tests/test_documented_commands.py
 
 lint: setup
 	$(BIN)/ruff check src tests bench *.py

@@ -164,6 +164,8 @@ def swept(jobs: int) -> Callable[[Done, Workspace], None]:
         assert len(job_dirs) == jobs, job_dirs
         for job in job_dirs:
             assert 0.0 <= metrics(job)["best/val/acc_top1"] <= 1.0
+        summaries = {job.parent / "sweep_summary.json" for job in job_dirs}  # written by the sweep after its last job
+        assert len(summaries) == 1 and all(path.is_file() for path in summaries), summaries
     return check
 
 
@@ -232,13 +234,13 @@ EVAL = "python eval.py ckpt_path=logs/train/runs/.../checkpoints/last.ckpt"
 SWEEP = "python train.py -m model.optimizer.lr=0.05,0.1 split=xsub,xview"
 RESUME_TINY = ("python train.py <the run's overrides> "
                "ckpt_path=logs/train/runs/<experiment>/<time>/checkpoints/last.ckpt")
-STREAMS = "python train.py experiment=natops model=tiny dataset.stream=$s torch_threads=1"
+STREAMS = "python train.py experiment=natops model=tiny stream=$s dataset.root=<folder> torch_threads=1"
+NATOPS = {"<folder>": "{natops_root}"}
 TINY_SHRINK = tuple(o for o in SHRINK if not o.startswith("trainer.max_epochs"))
 #: the default AS-GCN: one A-link epoch, then one main epoch (a run that ends in the AIM stage has no val/acc_top1)
 DEFAULT_SHRINK = ("model.aim.pretrain_epochs=1", "trainer.max_epochs=2", *TINY_SHRINK)
 CKPT = {"<ckpt>": "{tiny_ckpt}"}
 POSE_CKPT = {"<ckpt>": "{openpose_ckpt}"}
-SWEEP_BUG = "every -m sweep fails: HydraConfig was not set when the sweeper resolves hydra.sweep.dir"
 BENCH = "the benchmark measures minutes of training and the demo on full-size inputs: beyond the suite's budget"
 
 REGISTRY: dict[str, Runs | Fails | NotRun] = {
@@ -255,11 +257,9 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
     DEFAULT: Runs(trained, shrink=DEFAULT_SHRINK, slow=True),
     "python train.py dataset=synthetic split=xview trainer=cpu model=tiny": Runs(trained, shrink=SHRINK),
     "python train.py dataset=ntu60 split=xsub model=asgcn trainer=gpu": Fails(
-        r"gpu", shrink=SHRINK, after=(PREPARE_NTU,),
-        xfail="no GPU: Lightning's MisconfigurationException reaches the user through Hydra's multi-line "
-              "instantiate error, not one error: line"),
+        r"gpu", shrink=SHRINK, after=(PREPARE_NTU,)),
     "python train.py dataset=ntu60 dataset.classes=[1,8,16,23,24]": Runs(trained, shrink=SMALL, after=(PREPARE_NTU,)),
-    "python train.py -m model.optimizer.lr=0.05,0.1": Runs(swept(2), shrink=SMALL, xfail=SWEEP_BUG),
+    "python train.py -m model.optimizer.lr=0.05,0.1": Runs(swept(2), shrink=SMALL),
     "python train.py --cfg job": Runs(printed_config),
     "python train.py ckpt_path=logs/train/runs/.../checkpoints/last.ckpt": Runs(
         resumed_from(2), subs={"logs/train/runs/.../checkpoints/last.ckpt": "{default_ckpt}"},
@@ -295,7 +295,12 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
         prepared, subs={"/data/kinetics-skeleton": "{kinetics_release}"}),
     "python train.py dataset=kinetics_skeleton split=predefined": Runs(
         trained, shrink=SMALL, after=(PREPARE_KINETICS,)),
-    "python train.py dataset=natops split=predefined": Runs(trained, shrink=SMALL),
+    "python train.py dataset=natops split=predefined dataset.root=<folder>": Runs(trained, subs=NATOPS, shrink=SMALL),
+    "python -m asgcn_lightning.prepare dataset=kinetics_skeleton dataset.root=/data/my_clips": Runs(
+        prepared, subs={"/data/my_clips": "{kinetics_clips}"}),
+    "python train.py dataset=kinetics_skeleton split=random": Runs(
+        trained, shrink=SMALL,
+        after=("python -m asgcn_lightning.prepare dataset=kinetics_skeleton dataset.root=/data/my_clips",)),
     "python -m asgcn_lightning.data.video_poses <video|folder> --out <dir>": Runs(
         pose_files("poses", frames=90),
         subs={"<video|folder>": "{kick_video}", "<dir>": "poses"}, slow=True),
@@ -338,24 +343,18 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
     "python -m asgcn_lightning.visual importance --ckpt <ckpt> --per-class 16": Runs(
         wrote("logs/visual/importance.png"), subs=CKPT),
     "python -m asgcn_lightning.visual confusion --ckpt <ckpt>": Runs(wrote("logs/visual/confusion.png"), subs=CKPT),
-    "python -m asgcn_lightning.visual confusion --evaluation logs/eval/runs/<time>/evaluation.json": Runs(
-        wrote("logs/visual/confusion.png"), subs={"logs/eval/runs/<time>/evaluation.json": "{evaluation_json}"}),
+    "python -m asgcn_lightning.visual confusion --evaluation logs/eval/runs/<experiment>/<time>/evaluation.json": Runs(
+        wrote("logs/visual/confusion.png"),
+        subs={"logs/eval/runs/<experiment>/<time>/evaluation.json": "{evaluation_json}"}),
     "python -m asgcn_lightning.visual curves logs/train/runs/<experiment>/<time> --wandb": Runs(
         wrote("logs/visual/curves.png"), subs={"logs/train/runs/<experiment>/<time>": "{tiny_run}"}),
     # docs/performance.md: the benchmark
-    "python -m asgcn_lightning.bench --quick": NotRun(BENCH),
-    "python -m asgcn_lightning.bench --profile": NotRun(BENCH),
-    "python -m asgcn_lightning.bench --threads 1": NotRun(BENCH),
-    "python -m asgcn_lightning.bench --configs reference stgcn --skip-data": NotRun(BENCH),
-    "python -m asgcn_lightning.bench --return-freed-memory": NotRun(BENCH),
-    "python -m asgcn_lightning.bench --skip-demo": NotRun(BENCH),
-    "python -m asgcn_lightning.bench --configs --skip-data": NotRun(BENCH),
+    "python -m bench --fixtures <folder>": NotRun(BENCH),
+    "python -m bench --quick --fixtures <folder>": NotRun(BENCH),
     # docs/scaling.md
-    "python train.py model=asgcn dataset=ntu60 trainer=ddp trainer.devices=4 [trainer.sync_batchnorm=true]": Fails(
-        r"gpu", subs={" [trainer.sync_batchnorm=true]": " trainer.sync_batchnorm=true"}, shrink=SHRINK,
-        after=(PREPARE_NTU,),
-        xfail="no GPU: Lightning's MisconfigurationException reaches the user through Hydra's multi-line "
-              "instantiate error, not one error: line"),
+    "python train.py model=asgcn dataset=ntu60 trainer=ddp trainer.devices=4": Fails(
+        r"gpu", shrink=SHRINK,
+        after=(PREPARE_NTU,)),
     "torchrun --nnodes=2 --nproc-per-node=4 --node-rank=<0|1> --master-addr=<host0> --master-port=29500 train.py "
     "trainer=ddp trainer.devices=4 trainer.num_nodes=2 hydra.run.dir=/shared/logs/train/runs/my-run "
     "paths.data_dir=/shared/data": NotRun(
@@ -364,23 +363,22 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
     "python train.py -m hydra/launcher=slurm trainer=ddp trainer.devices=4 trainer.num_nodes=2 "
     "hydra.launcher.partition=<partition> [hydra.launcher.account=<account>] [sweep overrides]": Fails(
         r"sbatch|slurm", subs={"<partition>": "gpu", " [hydra.launcher.account=<account>]": "",
-                               "[sweep overrides]": "model.optimizer.lr=0.05,0.1"}, shrink=SHRINK, xfail=SWEEP_BUG),
-    SWEEP: Runs(swept(4), shrink=SMALL, xfail=SWEEP_BUG, slow=True),
+                               "[sweep overrides]": "model.optimizer.lr=0.05,0.1"}, shrink=SHRINK),
+    SWEEP: Runs(swept(4), shrink=SMALL, slow=True),
     "python train.py hparams_search=optuna_lr [hydra.sweeper.n_trials=30]": Runs(
-        swept(2), subs={"[hydra.sweeper.n_trials=30]": "hydra.sweeper.n_trials=2"}, shrink=SMALL, xfail=SWEEP_BUG,
+        swept(2), subs={"[hydra.sweeper.n_trials=30]": "hydra.sweeper.n_trials=2"}, shrink=SMALL,
         slow=True),
     "python -m asgcn_lightning.apps.sweep_summary logs/train/multiruns/<experiment>/<time> "
     "[--metric val/loss --mode min]": Runs(
         summarised, subs={"logs/train/multiruns/<experiment>/<time>": "{sweep_dir}",
-                          "[--metric val/loss --mode min]": "--metric val/loss --mode min"},
-        xfail=SWEEP_BUG),
+                          "[--metric val/loss --mode min]": "--metric val/loss --mode min"}),
     "wandb login": Fails(r"api key|login", prefix="Error: ", env={"HOME": "{home}"}),  # no terminal, no server
     "wandb sync logs/train/runs/<experiment>/<time>/wandb/offline-run-*": Fails(
         r"No API key configured", prefix="Error: ", subs={"logs/train/runs/<experiment>/<time>": "{tiny_run}"},
         env={"HOME": "{home}"}),
     "wandb sync logs/train/multiruns/<experiment>/<time>/*/wandb/offline-run-*": Fails(
         r"No API key configured", prefix="Error: ", subs={"logs/train/multiruns/<experiment>/<time>": "{sweep_dir}"},
-        env={"HOME": "{home}"}, xfail=SWEEP_BUG),
+        env={"HOME": "{home}"}),
     "wandb sync --project <project> --entity <team> <run folders>": Fails(
         r"No API key configured", prefix="Error: ",
         subs={"<project>": "asgcn-test", "<team>": "nobody", "<run folders>": "{tiny_wandb_run}"},
@@ -388,18 +386,18 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
     RESUME_TINY: Runs(
         resumed_from(2), subs={"<the run's overrides>": "model=tiny",
                        "logs/train/runs/<experiment>/<time>/checkpoints/last.ckpt": "{tiny_ckpt}"},
-        shrink=("trainer.max_epochs=3", *TINY_SHRINK),
-        xfail="last.ckpt is rewritten only when a best checkpoint is: it holds epoch 0 of the 2-epoch run"),
+        shrink=("trainer.max_epochs=3", *TINY_SHRINK)),
     "python train.py <the run's overrides> hydra.run.dir=<the run folder> ckpt_path=last": Runs(
         continued_in_place(2), subs={"<the run's overrides>": "model=tiny", "<the run folder>": "{tiny_run}"},
-        shrink=("trainer.max_epochs=3", *TINY_SHRINK), after=(RESUME_TINY,),
-        xfail="last.ckpt is rewritten only when a best checkpoint is: after epochs 1-2 it still holds an earlier one"),
+        shrink=("trainer.max_epochs=3", *TINY_SHRINK), after=(RESUME_TINY,)),
     # docs/transfer.md
     "python train.py model=tiny": Runs(trained, shrink=("trainer.max_epochs=2", *TINY_SHRINK)),  # = TINY, run once
-    "python train.py dataset=natops split=predefined model=tiny transfer=finetune "
+    "python train.py dataset=natops split=predefined dataset.root=<folder> model=tiny transfer=finetune "
     "transfer.checkpoint=logs/train/runs/synthetic-xsub-tiny/<time>/checkpoints/last.ckpt "
     "transfer.freeze=[data_bn,blocks.0] transfer.backbone_lr_scale=0.1": Runs(
-        trained, subs={"<time>": "{tiny_time}"}, shrink=SHRINK),
+        trained, subs={"<time>": "{tiny_time}", **NATOPS}, shrink=SHRINK),
+    "python train.py experiment=natops torch_threads=1 +dataset.eval_transforms.0.num_clips=5": Runs(
+        trained, subs={"torch_threads=1": "dataset.root={natops_root} torch_threads=1"}, shrink=SHRINK),
     "python train.py ... transfer=feature_extraction transfer.checkpoint=<ckpt>": Runs(
         trained, subs={"...": "dataset=natops split=predefined model=tiny", **CKPT}, shrink=SHRINK),
     "python train.py ... transfer=architecture_only transfer.checkpoint=<ckpt>": Runs(
@@ -415,10 +413,11 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
     "python -m asgcn_lightning.apps.ensemble ckpt_paths=[<joint>,<bone>,<joint_motion>,<bone_motion>] "
     "weights=[0.6,0.6,0.4,0.4]": Runs(ensembled([0.6, 0.6, 0.4, 0.4]), subs={
         "[<joint>,<bone>,<joint_motion>,<bone_motion>]": "{stream_ckpts}"}, slow=True),
-    "python train.py experiment=oneshot_natops torch_threads=1": Runs(trained, shrink=SHRINK),
+    "python train.py experiment=oneshot_natops dataset.root=<folder> torch_threads=1": Runs(
+        trained, subs=NATOPS, shrink=SHRINK),
     "python -m asgcn_lightning.apps.oneshot ckpt_path=<run>/checkpoints/last.ckpt oneshot.shots=[1,5]": Runs(
         few_shot, subs={"<run>": "{oneshot_run}"}),
-    STREAMS: Runs(trained, subs={"$s": "joint"}, shrink=SHRINK, slow=True),
+    STREAMS: Runs(trained, subs={"$s": "joint", **NATOPS}, shrink=SHRINK, slow=True),
     "python -m asgcn_lightning.apps.ensemble ckpt_paths=[<joint>,<bone>,<joint_motion>,<bone_motion>]": Runs(
         ensembled(None), subs={"[<joint>,<bone>,<joint_motion>,<bone_motion>]": "{stream_ckpts}"},
         slow=True),

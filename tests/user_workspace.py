@@ -172,6 +172,12 @@ class Workspace:
                 (root / part / clip.name).symlink_to(clip)
         return root
 
+    def _kinetics_clips(self) -> Path:
+        return FIXTURES_DIR / "kinetics_skeleton"  # one folder of clips, no train/val partition
+
+    def _natops_root(self) -> Path:
+        return FIXTURES_DIR / "natops"
+
     def _clip(self) -> Path:
         shutil.copy(FIXTURES_DIR / "video" / "ta_chi.mp4", self.checkout / "clip.mp4")
         return Path("clip.mp4")

@@ -105,11 +105,20 @@ def close_loggers(trainer: L.Trainer) -> None:
             logger.experiment.finish()
 
 
-def build_trainer(cfg: DictConfig, loggers: list[Any] | None = None) -> L.Trainer:
-    if str(cfg.trainer.get("precision")) in ("16-mixed", "16") and runs_on_cpu(cfg.trainer.get("accelerator", "auto")):
+def check_trainer(cfg: DictConfig) -> None:
+    """Refuse, before anything starts, a trainer this machine cannot run as asked."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer.accelerator={accelerator}: this machine has no CUDA GPU that PyTorch can use; "
+                        "leave trainer at its default (the machine's CPUs here) or run where GPUs are")
+    if str(cfg.trainer.get("precision")) in ("16-mixed", "16") and runs_on_cpu(accelerator):
         # Lightning would warn and train in bf16-mixed instead: another run than the one asked for
         raise UserError("trainer.precision=16-mixed (fp16 autocast with loss scaling) needs a GPU; on CPUs use "
                         "trainer.precision=bf16-mixed")
+
+
+def build_trainer(cfg: DictConfig, loggers: list[Any] | None = None) -> L.Trainer:
+    check_trainer(cfg)
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node is not None]
     if not cfg.trainer.get("enable_progress_bar", True):  # Lightning refuses a progress-bar callback then
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]

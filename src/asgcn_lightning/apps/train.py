@@ -22,6 +22,7 @@ from asgcn_lightning.apps.components import (
     build_loggers,
     build_module,
     build_trainer,
+    check_trainer,
     close_loggers,
     resolve_lr_scaling,
 )
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) one configuration; returns the final metrics of the run."""
     apply_process_settings(cfg)
+    check_trainer(cfg)
     factor = resolve_lr_scaling(cfg)
     if factor != 1.0:
         log.info("lr_scaling %s: global batch %d, learning rates × %.4g", cfg.lr_scaling.rule,
