@@ -73,7 +73,8 @@ def training_strategy(devices: int | str | Sequence[int] = 1, num_nodes: int = 1
                        find_unused_parameters=find_unused_parameters, timeout=timedelta(seconds=timeout_s))
 
 
-COLLECTIVE_FAILURES = ("gloo", "nccl", "connection closed by peer", "connection reset by peer", "timed out")
+COLLECTIVE_FAILURES = ("gloo", "nccl", "connection closed by peer", "connection reset by peer", "timed out", "timeout",
+                       "pair closure")
 
 
 def collective_failure(error: BaseException) -> str | None:

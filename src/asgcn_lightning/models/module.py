@@ -167,7 +167,7 @@ class ActionRecognitionModule(L.LightningModule):
     @staticmethod
     def log_probabilities(logits: torch.Tensor, clips: int = 1) -> torch.Tensor:
         """Log class probabilities per sample from ``logits`` ``(N·clips, classes)``, clips averaged in probability."""
-        log_p = F.log_softmax(logits.float(), dim=-1)
+        log_p = F.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))
         if clips == 1:
             return log_p
         return torch.logsumexp(log_p.view(-1, clips, log_p.shape[-1]), dim=1) - math.log(clips)
@@ -240,7 +240,9 @@ class ActionRecognitionModule(L.LightningModule):
         """
         key = name.replace("/", "__")
         if key not in self.epoch_means:
-            self.epoch_means[key] = MeanMetric().to(self.device)
+            # summed in the precision the model computes in (float64 under trainer.precision=64-true)
+            dtype = torch.promote_types(value.dtype, torch.float32)
+            self.epoch_means[key] = MeanMetric().set_dtype(dtype).to(self.device)
         self.epoch_means[key].update(value.detach(), weight=batch_size)
         self.log(name, self.epoch_means[key], on_step=False, on_epoch=True, prog_bar=prog_bar,
                  metric_attribute=f"epoch_means.{key}")
