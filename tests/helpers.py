@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
 from conftest import REPO_ROOT
@@ -12,6 +15,17 @@ from omegaconf import OmegaConf
 
 from asgcn_lightning.apps.train import train
 from asgcn_lightning.config import compose_config
+
+
+class KillAtStep(L.Callback):
+    """SIGKILLs its own process right after global step ``step``: a crash at a known point of an epoch."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def user_folder(tmp_path: Path, data_dir: Path) -> Path:

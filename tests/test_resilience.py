@@ -51,17 +51,6 @@ def _epochs(run_dir: Path, key: str) -> list[float]:
         return [float(row[key]) for row in csv.DictReader(handle) if row.get(key)]
 
 
-class KillAtStep(L.Callback):
-    """SIGKILLs its own process right after global step ``step``: a crash at a known point of an epoch."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
 class OutOfStep(L.Callback):
     """At global step ``step`` process ``rank`` enters a collective the other processes never enter."""
 
@@ -97,7 +86,7 @@ def test_sigkill_after_the_first_checkpoint_then_resume_ends_like_the_uninterrup
     common = [*SHORT, "trainer.max_epochs=3", f"trainer={trainer}"]
     full_folder, killed_folder = user_folder(tmp_path / "full", data_dir), user_folder(tmp_path / "killed", data_dir)
     full = _start(full_folder, *common)
-    killed = _start(killed_folder, *common, "+callbacks.kill={_target_:test_resilience.KillAtStep,step:6}")
+    killed = _start(killed_folder, *common, "+callbacks.kill={_target_:helpers.KillAtStep,step:6}")
     assert killed.wait(timeout=400) == -signal.SIGKILL, (killed_folder / "run.log").read_text()[-3000:]
     assert full.wait(timeout=400) == 0, (full_folder / "run.log").read_text()[-3000:]
     (killed_run,) = _run_dirs(killed_folder)

@@ -474,17 +474,6 @@ class StopAfterEpoch(L.Callback):
             trainer.should_stop = True
 
 
-class KillAtStep(L.Callback):
-    """SIGKILLs its own process right after global step ``step``: a crash at a known point of an epoch."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _best_checkpoints(run_dir: Path) -> dict:
     """The best-checkpoint state in a run's last.ckpt: score, file name and the ranked files' names."""
     callbacks = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
@@ -509,7 +498,7 @@ def test_resume_after_sigkill_mid_epoch_ends_like_the_uninterrupted_run(data_dir
                  "callbacks.model_checkpoint.save_top_k=-1"]
     killed = tmp_path / "killed"  # one optimiser step per batch: step 8 is the 2nd batch of epoch 2
     process = subprocess.Popen(_train_command(data_dir, killed, *overrides, "+callbacks.kill={_target_:"
-                                              "test_scale.KillAtStep,step:8}"), cwd=REPO_ROOT,
+                                              "helpers.KillAtStep,step:8}"), cwd=REPO_ROOT,
                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT / "tests")},
                                stdout=(tmp_path / "killed.log").open("w"), stderr=subprocess.STDOUT)
     uninterrupted = train(compose_config("train", overrides, tmp_path / "full", data_dir))  # meanwhile
