@@ -313,7 +313,7 @@ def test_reported_accuracy_is_that_of_the_deployed_forward(tmp_path: Path) -> No
     train, test = synthetic_batch(0, 40), synthetic_batch(40, 30)
     module = tiny_module(ASGCN(10, NTU25, num_person=1, **TINY))
     trainer = Trainer(max_epochs=3, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False)
+                      enable_model_summary=False)
     trainer.fit(module, DataLoader(TensorDataset(*train), batch_size=8, shuffle=True),
                 DataLoader(TensorDataset(*test), batch_size=8))
     loader = DataLoader(TensorDataset(*test), batch_size=8)
@@ -369,7 +369,7 @@ def test_multi_clip_testing_averages_the_clip_probabilities(tmp_path: Path) -> N
         single = torch.stack([network(x[..., k * persons:(k + 1) * persons]).softmax(dim=1) for k in range(clips)])
     mean = single.mean(dim=0)
     assert not torch.allclose(single[0], mean, atol=1e-2)
-    trainer = Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = Trainer(default_root_dir=tmp_path, logger=False, enable_model_summary=False)
     loader = DataLoader(TensorDataset(x, y), batch_size=4)
     predicted = torch.cat([p["probabilities"] for p in trainer.predict(module, loader)])
     torch.testing.assert_close(predicted, mean)
