@@ -69,7 +69,8 @@ def trained(done: Done, ws: Workspace) -> None:
 
 def printed_config(done: Done, ws: Workspace) -> None:
     assert done.returncode == 0, done.output()
-    assert "datamodule:" in done.stdout and "_target_: lightning.pytorch.Trainer" in done.stdout
+    assert "_target_: asgcn_lightning.data.datamodule.SkeletonDataModule" in done.stdout
+    assert "_target_: lightning.pytorch.Trainer" in done.stdout
     assert not done.new_dirs, "--cfg job only prints"
 
 
@@ -252,7 +253,7 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
                             subs={"make acceptance": "make -n acceptance"}),
     "make train": Runs(make_dry_run("train", ".venv/bin/python train.py"), subs={"make train": "make -n train"}),
     "make setup": Runs(in_output(r"Nothing to be done|is up to date")),
-    "make bench": Runs(make_dry_run("bench", ".venv/bin/python -m asgcn_lightning.bench"),
+    "make bench": Runs(make_dry_run("bench", ".venv/bin/python -m bench --fixtures"),
                        subs={"make bench": "make -n bench"}),
     "make lint": Runs(in_output(r"All checks passed")),
     # README: training
@@ -370,16 +371,16 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
     "python train.py hparams_search=optuna_lr [hydra.sweeper.n_trials=30]": Runs(
         swept(2), subs={"[hydra.sweeper.n_trials=30]": "hydra.sweeper.n_trials=2"}, shrink=SMALL,
         slow=True),
-    "python -m asgcn_lightning.apps.sweep_summary logs/train/multiruns/<experiment>/<time> "
+    "python -m asgcn_lightning.apps.sweep_summary logs/train/multiruns/<time> "
     "[--metric val/loss --mode min]": Runs(
-        summarised, subs={"logs/train/multiruns/<experiment>/<time>": "{sweep_dir}",
+        summarised, subs={"logs/train/multiruns/<time>": "{sweep_dir}",
                           "[--metric val/loss --mode min]": "--metric val/loss --mode min"}),
     "wandb login": Fails(r"api key|login", prefix="Error: ", env={"HOME": "{home}"}),  # no terminal, no server
     "wandb sync logs/train/runs/<experiment>/<time>/wandb/offline-run-*": Fails(
         r"No API key configured", prefix="Error: ", subs={"logs/train/runs/<experiment>/<time>": "{tiny_run}"},
         env={"HOME": "{home}"}),
-    "wandb sync logs/train/multiruns/<experiment>/<time>/*/wandb/offline-run-*": Fails(
-        r"No API key configured", prefix="Error: ", subs={"logs/train/multiruns/<experiment>/<time>": "{sweep_dir}"},
+    "wandb sync logs/train/multiruns/<time>/*/wandb/offline-run-*": Fails(
+        r"No API key configured", prefix="Error: ", subs={"logs/train/multiruns/<time>": "{sweep_dir}"},
         env={"HOME": "{home}"}),
     "wandb sync --project <project> --entity <team> <run folders>": Fails(
         r"No API key configured", prefix="Error: ",

@@ -167,6 +167,8 @@ def test_the_mission_command_asks_for_one_gpu_per_process_where_there_are_gpus()
     from conftest import CONFIG_DIR
     from hydra import compose, initialize_config_dir
 
+    import asgcn_lightning.config  # noqa: F401 -- registers the typed schemas the configs extend, as the entry points do
+
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=MISSION.split()[2:])
     assert cfg.trainer.devices == 4 and cfg.dataset.batch_size == PER_PROCESS_BATCH

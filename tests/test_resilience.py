@@ -174,7 +174,7 @@ def test_two_sweeps_started_in_the_same_second_get_folders_of_their_own(tmp_path
     runs = [_start(folder, *sweep, log=f"sweep{n}.log") for n in range(2)]
     for n, run in enumerate(runs):
         assert run.wait(timeout=400) == 0, (folder / f"sweep{n}.log").read_text()[-3000:]
-    sweeps = sorted((folder / "logs" / "train" / "multiruns").glob("*/*"))
+    sweeps = sorted((folder / "logs" / "train" / "multiruns").glob("*"))
     assert len(sweeps) == 2, sweeps
     for sweep_dir in sweeps:  # each with its job and the summary written after it
         assert (sweep_dir / "0" / "metrics.json").is_file() and (sweep_dir / "sweep_summary.json").is_file()

@@ -335,7 +335,7 @@ def test_optuna_sweep_of_ddp_jobs_through_the_aim_stage_runs_and_summarises(data
                "trainer.limit_val_batches=2", "dataset.batch_size=4"]
     result = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300)
     _check(result, result.stdout + result.stderr)
-    (sweep,) = (folder / "logs" / "train" / "multiruns").glob("*/*")
+    (sweep,) = (folder / "logs" / "train" / "multiruns").glob("*")
     results = OmegaConf.load(sweep / "optimization_results.yaml")
     values = [json.loads((sweep / job / "metrics.json").read_text())["best/val/acc_top1"] for job in ("0", "1")]
     assert results.best_value == max(values)  # each trial reported its best checkpoint's score
@@ -361,7 +361,7 @@ def test_basic_sweeper_multirun_groups_jobs_in_wandb_and_leaves_metrics_for_the_
                "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "model.optimizer.lr=0.05,0.1"]
     result = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=180)
     _check(result, result.stdout + result.stderr)
-    (sweep,) = (folder / "logs" / "train" / "multiruns").glob("*/*")
+    (sweep,) = (folder / "logs" / "train" / "multiruns").glob("*")
     assert (sweep / "sweep_summary.json").is_file()  # written by the sweep itself after its last job
 
     from asgcn_lightning.apps.sweep_summary import main as summary_main

@@ -101,12 +101,13 @@ class Workspace:
         return done.new_dirs[0].parent
 
     def _oneshot_run(self) -> Path:
-        return finished_training(self.result("python train.py experiment=oneshot_natops torch_threads=1"))
+        return finished_training(self.result(
+            "python train.py experiment=oneshot_natops dataset.root=<folder> torch_threads=1"))
 
     def _stream_ckpts(self) -> str:
         paths = [finished_training(self.result(STREAMS)) / "checkpoints" / "last.ckpt"]  # $s = joint
         for stream in ("bone", "joint_motion", "bone_motion"):
-            line = STREAMS.replace("$s", stream)
+            line = STREAMS.replace("$s", stream).replace("<folder>", self.resource("natops_root"))
             done = run_command(" ".join([line, *REGISTRY[STREAMS].shrink]), self.checkout)
             paths.append(finished_training(done) / "checkpoints" / "last.ckpt")
         return "[" + ",".join(map(str, paths)) + "]"
@@ -149,7 +150,7 @@ class Workspace:
     def _pyskl_pickle(self) -> Path:
         """A pyskl 3D annotation pickle of the real NTU files: subject 1 as xsub_train, a copy as xsub_val."""
         from asgcn_lightning.data.formats.ntu_skeleton import read_ntu_skeleton
-        from asgcn_lightning.data.ntu import actor_sequence
+        from asgcn_lightning.data.sources.ntu_bodies import actor_sequence
 
         annotations, split = [], {"xsub_train": [], "xsub_val": []}
         for skeleton in sorted((FIXTURES_DIR / "ntu" / "skeletons").glob("*.skeleton"))[:12]:
