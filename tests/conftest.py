@@ -51,3 +51,19 @@ def one_thread():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def kicks(fixtures_dir: Path) -> Path:
+    """The real OpenPose JSON of the 20 soccer kicks, as a folder of videos."""
+    from pose_helpers import kicks_folder
+
+    return kicks_folder(fixtures_dir)
+
+
+@pytest.fixture(scope="session")
+def kick_videos(kicks: Path) -> dict:
+    """Every kick's frames, read once for the session."""
+    from asgcn_lightning.data.formats.openpose_json import read_openpose_folder
+
+    return read_openpose_folder(kicks)

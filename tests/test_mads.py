@@ -9,25 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pose_helpers import expected_windows, kicks_folder, skipped_reasons
+from pose_helpers import expected_windows, skipped_reasons
 
-from asgcn_lightning.data.formats.openpose_json import read_openpose_folder
 from asgcn_lightning.data.sources.mads import prepare_mads
 from asgcn_lightning.data.store import SkeletonStore
 from asgcn_lightning.data.windows import window_starts
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.skeleton.layouts import make_layout
-
-
-@pytest.fixture(scope="module")
-def kicks(fixtures_dir: Path) -> Path:
-    return kicks_folder(fixtures_dir)
-
-
-@pytest.fixture(scope="module")
-def kick_videos(kicks: Path) -> dict[str, list[np.ndarray]]:
-    return read_openpose_folder(kicks)
-
 
 MADS_TREE = {  # (category, action, camera) -> soccer kick used as its recording
     ("Jazz", "Step", 1): "Kick_1", ("Jazz", "Step", 2): "Kick_2",

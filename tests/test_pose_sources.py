@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
-from pose_helpers import expected_windows, kicks_folder, skipped_reasons
+from pose_helpers import expected_windows, skipped_reasons
 
 from asgcn_lightning.data.formats.openpose_json import (
     group_frame_files,
     layout_of_frame,
-    read_openpose_folder,
     read_openpose_frame,
 )
 from asgcn_lightning.data.formats.pyskl_pickle import load_pyskl_pickle
@@ -37,17 +36,6 @@ from asgcn_lightning.data.tracking import (
 from asgcn_lightning.data.windows import window_starts
 from asgcn_lightning.errors import DataFormatError, UserError
 from asgcn_lightning.skeleton.layouts import make_layout
-
-
-@pytest.fixture(scope="module")
-def kicks(fixtures_dir: Path) -> Path:
-    return kicks_folder(fixtures_dir)
-
-
-@pytest.fixture(scope="module")
-def kick_videos(kicks: Path) -> dict[str, list[np.ndarray]]:
-    return read_openpose_folder(kicks)
-
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset"
 

@@ -85,7 +85,9 @@ def checkpoint_run(ckpt_path: Any) -> str:
     try:
         import torch
 
-        name = (torch.load(path, map_location="cpu", weights_only=False).get("model_card") or {}).get("run_name")
+        # memory-mapped: only the small model card is read, not the weights the app loads afterwards
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        name = (checkpoint.get("model_card") or {}).get("run_name")
     except Exception:  # a missing or foreign file: the app itself says what is wrong with it
         name = None
     return str(name or path.stem)
