@@ -56,11 +56,15 @@ class SkeletonDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, int]:
+        """``(sample, label)``; a training item also carries its seed, which the model's noise draws from."""
         position, seed = item if isinstance(item, tuple) else (item, int(self.indices[item]))
         rng = np.random.default_rng(seed)
         sequence = self.transform(self.store.sequence(int(self.indices[position])), self.layout, rng)
-        return torch.from_numpy(sequence).permute(3, 0, 2, 1).contiguous(), int(self.labels[position])
+        sample = torch.from_numpy(sequence).permute(3, 0, 2, 1).contiguous()
+        if isinstance(item, tuple):
+            return sample, int(self.labels[position]), seed
+        return sample, int(self.labels[position])
 
 
 class SkeletonDataModule(L.LightningDataModule):

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asgcn_lightning.errors import UserError
+from asgcn_lightning.models.noise import gumbel_softmax_hard
 
 
 def default_prior(num_types: int, none: float = 0.95) -> tuple[float, ...]:
@@ -196,7 +197,7 @@ class AIM(nn.Module):
         A joint is never A-linked to itself; its own features reach it through the S-links.
         """
         if sample:
-            chosen = F.gumbel_softmax(logits, tau=self.tau, hard=True)
+            chosen = gumbel_softmax_hard(logits, self.tau)
         else:
             chosen = F.one_hot(logits.argmax(-1), self.num_types).to(logits.dtype)
         others, none = self._self_pairs(logits)

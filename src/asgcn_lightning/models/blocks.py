@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from asgcn_lightning.models.noise import dropout_mask
+
 
 def as_images(x: torch.Tensor) -> torch.Tensor:
     """Joint-major ``(B, V, C, T)`` → the ``(B·V, C, 1, T)`` view that convolutions and batch norm take."""
@@ -246,7 +248,7 @@ class ASGCBlock(nn.Module):
         y = self.temporal(torch.relu_(self.bn(as_images(y))).view(y.shape))
         shortcut = None if self.residual is None else self.residual(x)
         if self.training and self.dropout > 0:
-            keep = torch.rand_like(y) >= self.dropout  # 3× faster than bernoulli_ on a CPU
+            keep = dropout_mask(y, self.dropout)  # rand >= p: 3× faster than bernoulli_ on a CPU
             scale = 1.0 / (1.0 - self.dropout) if self.dropout < 1 else 0.0
             y = y.mul_(keep).mul_(scale) if shortcut is None else torch.addcmul(shortcut, y, keep, value=scale)
         elif shortcut is not None:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from asgcn_lightning.errors import UserError
+from asgcn_lightning.models import noise
 from asgcn_lightning.models.blocks import ASGCBlock, ASGraphConv, as_images
 
 
@@ -14,14 +15,14 @@ class RecognitionHead(nn.Module):
 
     def __init__(self, in_channels: int, num_class: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout
         self.fc = nn.Linear(in_channels, num_class)
 
     def forward(self, features: torch.Tensor, num_person: int) -> torch.Tensor:
         """Joint-major ``features`` ``(N·M, V, C, T)`` → logits ``(N, num_class)``."""
         pooled = features.mean(dim=(1, 3))
         pooled = pooled.view(-1, num_person, pooled.shape[1]).mean(dim=1)
-        return self.fc(self.dropout(pooled))
+        return self.fc(noise.dropout(pooled, self.dropout, self.training))
 
 
 class PredictionHead(nn.Module):

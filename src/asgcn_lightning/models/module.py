@@ -25,6 +25,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.models.card import CARD_KEY
+from asgcn_lightning.models.noise import per_sample_noise
 from asgcn_lightning.schemas import AimMode
 
 
@@ -173,8 +174,15 @@ class ActionRecognitionModule(L.LightningModule):
         return torch.logsumexp(log_p.view(-1, clips, log_p.shape[-1]), dim=1) - math.log(clips)
 
     # -- steps ---------------------------------------------------------------------------------------
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        """One step; given per-sample seeds (``(x, y, seeds)``), dropout and A-link draws follow the samples."""
+        x, y, *seeds = batch
+        if not seeds:
+            return self._train_on(x, y)
+        with per_sample_noise(seeds[0], x.device):
+            return self._train_on(x, y)
+
+    def _train_on(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.split_clips(x)[1] > 1:
             raise UserError(f"training inputs hold {x.shape[-1]} persons, the network takes "
                             f"{self.network.num_person}: num_clips > 1 is for the eval transforms only")

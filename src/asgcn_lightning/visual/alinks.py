@@ -23,8 +23,9 @@ def alink_probabilities(network: ASGCN, sample: torch.Tensor | np.ndarray) -> np
 
     The network's training flag is restored afterwards, so this is safe to call from a callback.
     """
-    x = torch.as_tensor(np.asarray(sample), dtype=torch.float32)[None]
-    device = next(network.parameters()).device
+    parameter = next(network.parameters())  # its dtype too: float64 under trainer.precision=64-true
+    x = torch.as_tensor(np.asarray(sample), dtype=parameter.dtype)[None]
+    device = parameter.device
     was_training = network.training
     network.eval()
     try:
