@@ -173,6 +173,49 @@ def test_a_checkpoint_copied_alone_works_with_every_app(synthetic_ckpt, tmp_path
     _non_trivial_picture(pictures(["confusion", "--ckpt", str(alone), "--out", str(tmp_path / "confusion.png")]))
 
 
+def test_a_checkpoint_copied_alone_serves_the_demo_and_the_other_evaluation_apps(
+        synthetic_ckpt, openpose_ckpt, tmp_path, data_dir, fixtures_dir):
+    """One-shot, ensembles and cross-data-set evaluation of a copied checkpoint and its moved data; the demo of
+    a copied pose model. Two copies of one model fuse to that model's own accuracy, which eval.py reports."""
+    import shutil
+
+    from asgcn_lightning.apps.cross_eval import cross_evaluate
+    from asgcn_lightning.apps.ensemble import ensemble
+    from asgcn_lightning.apps.evaluate import evaluate
+    from asgcn_lightning.apps.oneshot import oneshot
+    from asgcn_lightning.config import compose_config as compose_as_a_command
+
+    copies = [tmp_path / "elsewhere" / name for name in ("a.ckpt", "b.ckpt", "kicks.ckpt")]
+    copies[0].parent.mkdir()
+    for source, copy in zip((synthetic_ckpt, synthetic_ckpt, openpose_ckpt), copies, strict=True):
+        shutil.copy(source, copy)
+    moved = tmp_path / "moved" / "synthetic"
+    shutil.copytree(data_dir / "synthetic", moved)
+    moved_data = [f"store_dir={moved}", "torch_threads=1"]
+
+    def command(app: str, *overrides: str) -> object:
+        return compose_as_a_command(app, [*overrides, *moved_data], tmp_path / app)
+
+    accuracy = evaluate(command("eval", f"ckpt_path={copies[0]}"))["test/acc_top1"]
+    fused = ensemble(command("ensemble", f"ckpt_paths=[{copies[0]},{copies[1]}]"))
+    assert fused["fused"]["top1"] == pytest.approx(accuracy, abs=1e-6) and fused["samples"] == 72
+    few = oneshot(command("oneshot", f"ckpt_path={copies[0]}", "oneshot.shots=[1]", "oneshot.draws=2"))
+    assert few["classes"] and not set(few["classes"]) & set(SYNTHETIC_CLASSES), "novel classes only"
+    assert 0.0 <= few["results"][1]["accuracy"]["mean"] <= 1.0
+    crossed = cross_evaluate(compose_config("cross_eval", [f"ckpt_path={copies[0]}", "torch_threads=1"],
+                                            tmp_path / "cross_eval", data_dir))  # the synthetic set as the target
+    assert crossed["evaluated"] > 0 and 0.0 <= crossed["accuracy"] <= 1.0
+
+    kicks, poses = fixtures_dir / "openpose" / "soccer_kicks", tmp_path / "kick1"
+    poses.mkdir()
+    for path in (kicks / "json").glob("Kick_1_*_keypoints.json"):
+        (poses / path.name).symlink_to(path)
+    report = run_demo(_compose("demo", copies[2], tmp_path, data_dir, f"input={kicks / 'video' / 'kick_01.mp4'}",
+                               f"poses={poses}", "max_frames=56", "window=16", "min_frames=12", "every=8",
+                               "output=none"))
+    assert report.frames == 56 and report.classifications
+
+
 def test_eval_command_names_its_folder_after_the_checkpoints_run_and_prints_what_it_writes(synthetic_ckpt, tmp_path):
     done = subprocess.run([sys.executable, "eval.py", f"ckpt_path={synthetic_ckpt}", f"paths.log_dir={tmp_path}",
                            "torch_threads=1"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

@@ -331,7 +331,7 @@ def test_reported_accuracy_is_that_of_the_deployed_forward(tmp_path: Path) -> No
     assert torch.equal(torch.cat([p["probabilities"] for p in predicted]).argmax(dim=1), deployed)
     # the loss too is that of the whole window, not of the window less the frames the prediction head predicts
     assert reported["test/ce"] == pytest.approx(F.cross_entropy(logits, test[1]).item(), rel=1e-5)
-    assert reported["test/ce"] != pytest.approx(F.cross_entropy(observed_only, test[1]).item(), rel=1e-3)
+    assert reported["test/ce"] != pytest.approx(F.cross_entropy(observed_only, test[1]).item(), rel=1e-4)
 
 
 # -- multi-clip testing -------------------------------------------------------------------------------------
