@@ -46,7 +46,7 @@ def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description="The benchmark suite of asgcn-lightning.")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller parse run")
-    parser.add_argument("--configs", nargs="*", choices=sorted(CONFIGS), default=["reference", "default"],
+    parser.add_argument("--configs", nargs="*", choices=sorted(CONFIGS), default=["reference", "original", "default"],
                         help="model configurations to measure; none (--configs alone): no model figures")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")

@@ -26,12 +26,15 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from asgcn_lightning.config import compose_config
+from asgcn_lightning.models import reference_ops
 from asgcn_lightning.skeleton.layouts import make_layout
 from bench import REPO_ROOT
 
-# model=<name> with the input the figures are quoted for; frames/classes None: the data set's
+# model=<name> with the input the figures are quoted for; frames/classes None: the data set's. "original": the
+# reference configuration's weights computed as the original code does (reference_ops.original_training_loss)
 CONFIGS: dict[str, dict[str, Any]] = {
     "reference": {"model": "asgcn", "frames": 300, "num_class": 60, "batch": 8},
+    "original": {"model": "asgcn", "frames": 300, "num_class": 60, "batch": 8, "original": True},
     "default": {"model": "asgcn_small", "frames": None, "num_class": None, "batch": 8},
     "stgcn": {"model": "stgcn", "frames": 300, "num_class": 60, "batch": 8},
 }
@@ -139,10 +142,17 @@ def measure_model(name: str, repeats: int, device: torch.device, profile: bool) 
     x = torch.randn(batch, 3, frames, network.layout.num_joints, num_person, generator=generator).to(device)
     y = torch.randint(0, num_class, (batch,), generator=generator).to(device)
 
+    original = spec.get("original", False)
+
+    def training_loss() -> torch.Tensor:
+        if original:
+            return reference_ops.original_training_loss(network, x, y)
+        out = network.forward_train(x)
+        return F.cross_entropy(out.logits, y) + sum(out.losses.values())
+
     def train_step(autocast: bool = False) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = network.forward_train(x)
-            loss = F.cross_entropy(out.logits, y) + sum(out.losses.values())
+            loss = training_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -175,13 +185,9 @@ def measure_model(name: str, repeats: int, device: torch.device, profile: bool) 
                       matmul_fraction_cpu=train_flops / cpu_seconds / matmul_cpu)
     if device.type == "cuda":
         result["train_bf16_s_per_sample"] = median_seconds(lambda: train_step(True), device, repeats)[0] / batch
-    def forward_loss() -> None:
-        out = network.forward_train(x)
-        F.cross_entropy(out.logits, y) + sum(out.losses.values())
-
     parameters = {p.untyped_storage().data_ptr() for p in network.parameters()}
-    result["saved_gb_per_sample"] = saved_bytes(forward_loss, parameters) / batch / 1e9
-    if network.aim is not None:
+    result["saved_gb_per_sample"] = saved_bytes(training_loss, parameters) / batch / 1e9
+    if network.aim is not None and not original:
         aim_optimizer = torch.optim.Adam(network.aim.parameters())
 
         def aim_step() -> None:
@@ -193,10 +199,11 @@ def measure_model(name: str, repeats: int, device: torch.device, profile: bool) 
         result["aim_train_s_per_sample"] = median_seconds(aim_step, device, repeats)[0] / batch
 
     network.eval()
+    classify = (lambda inputs: reference_ops.logits(network, inputs)) if original else network
     with torch.inference_mode():
-        result["infer_gflop_per_sample"] = count_flops(lambda: network(x)) / batch / 1e9
+        result["infer_gflop_per_sample"] = count_flops(lambda: classify(x)) / batch / 1e9
         for size in (1, batch):
-            seconds = median_seconds(lambda part=x[:size]: network(part), device, repeats)[0]
+            seconds = median_seconds(lambda part=x[:size]: classify(part), device, repeats)[0]
             result[f"infer_b{size}_s_per_sample"] = seconds / size
     if profile:
         network.train()
