@@ -125,14 +125,19 @@ def saved_bytes(run: Callable[[], object], exclude: set[int]) -> int:
     return sum(storages.values())
 
 
-def measure_model(name: str, repeats: int, device: torch.device, profile: bool) -> dict[str, Any]:
-    """Everything about one model configuration; run it in a fresh process (see :func:`run_worker`)."""
+def measure_model(name: str, repeats: int, device: torch.device, profile: bool,
+                  batch: int | None = None) -> dict[str, Any]:
+    """Everything about one model configuration; run it in a fresh process (see :func:`run_worker`).
+
+    ``batch`` replaces the configuration's batch size (the original formulation at batch 8 needs about
+    12 GB), so a smaller machine can compare both formulations at one smaller batch.
+    """
     spec = CONFIGS[name]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_config("train", [f"model={spec['model']}"], tmp, REPO_ROOT)
     frames = spec["frames"] or int(cfg.dataset.window)
     num_class = spec["num_class"] or (len(cfg.dataset.classes) if cfg.dataset.classes else 10)
-    batch, num_person = spec["batch"], int(cfg.dataset.num_person)
+    batch, num_person = batch or spec["batch"], int(cfg.dataset.num_person)
     network = instantiate(cfg.model.network, _partial_=True)(
         num_class=num_class, layout=make_layout(**cfg.dataset.layout), in_channels=3, num_person=num_person)
     network.to(device).train()
