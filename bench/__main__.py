@@ -36,6 +36,8 @@ def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
                "--threads", str(args.threads)]
     flags = ("quick", "profile", "return_freed_memory")
     command += [f"--{flag.replace('_', '-')}" for flag in flags if getattr(args, flag)]
+    if args.batch:
+        command += ["--batch", str(args.batch)]
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"} if args.omp_passive else None
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
@@ -46,10 +48,12 @@ def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description="The benchmark suite of asgcn-lightning.")
     parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller parse run")
-    parser.add_argument("--configs", nargs="*", choices=sorted(CONFIGS), default=["reference", "default"],
+    parser.add_argument("--configs", nargs="*", choices=sorted(CONFIGS), default=["reference", "original", "default"],
                         help="model configurations to measure; none (--configs alone): no model figures")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="batch size of every configuration instead of its own (8): for machines with less memory")
     parser.add_argument("--profile", action="store_true", help="add a torch.profiler table of one training step")
     parser.add_argument("--return-freed-memory", action="store_true",
                         help="glibc malloc returns freed blocks over 1 MiB to the kernel (see asgcn_lightning.memory)")
@@ -68,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = torch.device(args.device)
     if args.worker:
         returned = args.return_freed_memory and set_malloc_mmap_threshold(1 << 20)
-        result = measure_model(args.worker, repeats, device, args.profile)
+        result = measure_model(args.worker, repeats, device, args.profile, args.batch)
         print(json.dumps({**result, "malloc": "mmap threshold 1 MiB" if returned else "default"}))
         return
 

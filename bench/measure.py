@@ -26,12 +26,15 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from asgcn_lightning.config import compose_config
+from asgcn_lightning.models import reference_ops
 from asgcn_lightning.skeleton.layouts import make_layout
 from bench import REPO_ROOT
 
-# model=<name> with the input the figures are quoted for; frames/classes None: the data set's
+# model=<name> with the input the figures are quoted for; frames/classes None: the data set's. "original": the
+# reference configuration's weights computed as the original code does (reference_ops.original_training_loss)
 CONFIGS: dict[str, dict[str, Any]] = {
     "reference": {"model": "asgcn", "frames": 300, "num_class": 60, "batch": 8},
+    "original": {"model": "asgcn", "frames": 300, "num_class": 60, "batch": 8, "original": True},
     "default": {"model": "asgcn_small", "frames": None, "num_class": None, "batch": 8},
     "stgcn": {"model": "stgcn", "frames": 300, "num_class": 60, "batch": 8},
 }
@@ -122,14 +125,19 @@ def saved_bytes(run: Callable[[], object], exclude: set[int]) -> int:
     return sum(storages.values())
 
 
-def measure_model(name: str, repeats: int, device: torch.device, profile: bool) -> dict[str, Any]:
-    """Everything about one model configuration; run it in a fresh process (see :func:`run_worker`)."""
+def measure_model(name: str, repeats: int, device: torch.device, profile: bool,
+                  batch: int | None = None) -> dict[str, Any]:
+    """Everything about one model configuration; run it in a fresh process (see :func:`run_worker`).
+
+    ``batch`` replaces the configuration's batch size (the original formulation at batch 8 needs about
+    12 GB), so a smaller machine can compare both formulations at one smaller batch.
+    """
     spec = CONFIGS[name]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_config("train", [f"model={spec['model']}"], tmp, REPO_ROOT)
     frames = spec["frames"] or int(cfg.dataset.window)
     num_class = spec["num_class"] or (len(cfg.dataset.classes) if cfg.dataset.classes else 10)
-    batch, num_person = spec["batch"], int(cfg.dataset.num_person)
+    batch, num_person = batch or spec["batch"], int(cfg.dataset.num_person)
     network = instantiate(cfg.model.network, _partial_=True)(
         num_class=num_class, layout=make_layout(**cfg.dataset.layout), in_channels=3, num_person=num_person)
     network.to(device).train()
@@ -139,10 +147,17 @@ def measure_model(name: str, repeats: int, device: torch.device, profile: bool) 
     x = torch.randn(batch, 3, frames, network.layout.num_joints, num_person, generator=generator).to(device)
     y = torch.randint(0, num_class, (batch,), generator=generator).to(device)
 
+    original = spec.get("original", False)
+
+    def training_loss() -> torch.Tensor:
+        if original:
+            return reference_ops.original_training_loss(network, x, y)
+        out = network.forward_train(x)
+        return F.cross_entropy(out.logits, y) + sum(out.losses.values())
+
     def train_step(autocast: bool = False) -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = network.forward_train(x)
-            loss = F.cross_entropy(out.logits, y) + sum(out.losses.values())
+            loss = training_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -175,13 +190,9 @@ def measure_model(name: str, repeats: int, device: torch.device, profile: bool) 
                       matmul_fraction_cpu=train_flops / cpu_seconds / matmul_cpu)
     if device.type == "cuda":
         result["train_bf16_s_per_sample"] = median_seconds(lambda: train_step(True), device, repeats)[0] / batch
-    def forward_loss() -> None:
-        out = network.forward_train(x)
-        F.cross_entropy(out.logits, y) + sum(out.losses.values())
-
     parameters = {p.untyped_storage().data_ptr() for p in network.parameters()}
-    result["saved_gb_per_sample"] = saved_bytes(forward_loss, parameters) / batch / 1e9
-    if network.aim is not None:
+    result["saved_gb_per_sample"] = saved_bytes(training_loss, parameters) / batch / 1e9
+    if network.aim is not None and not original:
         aim_optimizer = torch.optim.Adam(network.aim.parameters())
 
         def aim_step() -> None:
@@ -192,6 +203,8 @@ def measure_model(name: str, repeats: int, device: torch.device, profile: bool) 
 
         result["aim_train_s_per_sample"] = median_seconds(aim_step, device, repeats)[0] / batch
 
+    if original:  # the baseline of the training figures only
+        return result
     network.eval()
     with torch.inference_mode():
         result["infer_gflop_per_sample"] = count_flops(lambda: network(x)) / batch / 1e9

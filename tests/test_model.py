@@ -378,3 +378,60 @@ def test_multi_clip_testing_averages_the_clip_probabilities(tmp_path: Path) -> N
     assert result["test/ce"] == pytest.approx(F.nll_loss(mean.log(), y).item(), rel=1e-5)
     with pytest.raises(UserError, match="num_clips > 1 is for the eval transforms only"):
         module.training_step((x, y), 0)
+
+
+# -- one backbone pass for both heads ---------------------------------------------------------------------
+LONG = {**TINY, "channels": (8, 16, 16), "predict_frames": 3}  # a window long enough for observed-only frames
+
+
+def test_one_backbone_pass_gives_the_two_pass_logits_and_prediction() -> None:
+    """In float64, the shared pass equals a classification pass over the window plus a prediction pass over
+    the observed frames (same A-links), the prediction head reading the frames that never see the future."""
+    network = ASGCN(5, NTU25, **LONG).double().eval()
+    x = torch.randn(2, 3, 40, 25, 2, dtype=torch.float64)
+    observed = 40 - LONG["predict_frames"]
+    clean = network.observed_output_frames(observed)
+    assert clean == 11  # 36 → 32 (kernel 9) → 14 (stride 2) → 10: frames 0..10 of the last block
+    with torch.no_grad():
+        shared = network.forward_train(x)
+        bodies = network.bodies(x)
+        a_links = network.alink_weights(bodies)
+        observed_bodies = network.bodies(x[:, :, :observed])
+        second_pass = network.features(observed_bodies, a_links)[..., :clean].contiguous()
+        two_pass = network._prediction_terms(x, observed_bodies, a_links, second_pass)
+        torch.testing.assert_close(shared.logits, network(x), rtol=0, atol=0)
+    for name, value in two_pass.losses.items():
+        torch.testing.assert_close(shared.losses[name], value)
+    for name, value in two_pass.metrics.items():
+        torch.testing.assert_close(shared.metrics[name], value)
+
+
+def test_the_shared_pass_prediction_does_not_see_the_predicted_frames() -> None:
+    network = ASGCN(5, NTU25, **{**LONG, "use_alinks": False}).double().eval()
+    x = torch.randn(2, 3, 40, 25, 1, dtype=torch.float64)
+    changed = x.clone()
+    changed[:, :, -LONG["predict_frames"]:] += 1.0
+    clean = network.observed_output_frames(40 - LONG["predict_frames"])
+    with torch.no_grad():
+        before, after = (network.features(network.bodies(v), None)[..., :clean] for v in (x, changed))
+        torch.testing.assert_close(before, after, rtol=0, atol=0)
+        assert not torch.equal(network(x), network(changed))  # the classifier does see them
+
+
+def test_prediction_error_counts_spatial_channels_only() -> None:
+    """With ``x, y, confidence`` inputs the confidence is a feature, not a coordinate to predict or to measure."""
+    network = ASGCN(5, NTU25, **{**TINY, "spatial_channels": 2}).eval()
+    assert network.predictor.coord_channels == 2
+    x = torch.randn(2, 3, 20, 25, 1)
+    x[:, 2] = torch.rand(2, 20, 25, 1)
+    x[:, 2, -1, 0] = 0.0  # a joint annotated with a confidence of 0 still counts
+    lowered = x.clone()
+    lowered[:, 2, -TINY["predict_frames"]:] = 0.0  # confidences of the predicted frames: not in the error
+    frames = TINY["predict_frames"]
+    future, last = x[:, :2, -frames:], x[:, :2, -frames - 1: -frames]
+    with torch.no_grad():
+        out, moved = network.forward_train(x), network.forward_train(lowered)
+    torch.testing.assert_close(out.metrics["mpjpe_repeat_last"], (future - last).square().sum(1).sqrt().mean())
+    torch.testing.assert_close(out.metrics, moved.metrics, rtol=0, atol=0)
+    with pytest.raises(UserError, match="spatial_channels"):
+        ASGCN(5, NTU25, in_channels=3, spatial_channels=4)

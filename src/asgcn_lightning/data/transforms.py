@@ -2,6 +2,12 @@
 
 Every transform is a callable ``(sequence, layout, rng) -> sequence`` on a float32 array
 ``(T, M, V, C)``; an all-zero body (an absent second actor, a missed detection) stays all zero.
+
+The first ``spatial_channels`` channels are coordinates (x, y, z or x, y), any further ones features
+such as a detector's confidence. Transforms of space (:class:`SpatialTransform`) move the coordinates
+only; a joint is missing when its coordinates are all zero, whatever its confidence, so a joint
+annotated with a confidence of 0 is kept and moved like any other. :class:`Compose` hands the
+store's number of spatial channels to every spatial transform of a list that does not set its own.
 Two families are provided: the reference AS-GCN/ST-GCN behaviour (:class:`PadRepeat` to 300
 frames, :class:`CentreOnJoint`, :class:`AlignSpineShoulders`) and modern windowing
 (:class:`UniformSample`, :class:`RandomCropResize`) with augmentation and input streams.
@@ -27,9 +33,28 @@ class Transform(Protocol):
     def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray: ...
 
 
-def _present(sequence: np.ndarray) -> np.ndarray:
-    """Mask ``(T, M, V, 1)`` of joints that were observed (not exactly zero)."""
-    return (np.abs(sequence).sum(axis=-1, keepdims=True) > 0)
+def _present(sequence: np.ndarray, spatial: int) -> np.ndarray:
+    """Mask ``(T, M, V, 1)`` of joints that were observed: coordinates not exactly zero."""
+    return np.abs(sequence[..., :spatial]).sum(axis=-1, keepdims=True) > 0
+
+
+class SpatialTransform:
+    """A transform that acts on coordinates: the first ``spatial_channels`` channels, the rest left as they are.
+
+    ``None`` until :class:`Compose` (from the store) or the config sets it means every channel, up to 3,
+    is a coordinate: right for 3D and plain 2D data, not for 2D with a confidence channel.
+    """
+
+    spatial_channels: int | None = None
+
+    def spatial(self, sequence: np.ndarray) -> int:
+        channels = sequence.shape[-1]
+        if self.spatial_channels is None:
+            return min(3, channels)
+        if not 1 <= self.spatial_channels <= min(3, channels):
+            raise UserError(f"{type(self).__name__}: spatial_channels={self.spatial_channels} does not fit "
+                            f"samples with {channels} channels (1 to {min(3, channels)} coordinates)")
+        return self.spatial_channels
 
 
 def _resample(sequence: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -98,20 +123,24 @@ class RandomCropResize:
         return _resample(sequence, positions)
 
 
-class CentreOnJoint:
+class CentreOnJoint(SpatialTransform):
     """Subtract the first actor's ``joint`` (per frame, or its first-frame position) from every body."""
 
-    def __init__(self, joint: str | int | None = None, per_frame: bool = True) -> None:
-        self.joint, self.per_frame = joint, per_frame
+    def __init__(self, joint: str | int | None = None, per_frame: bool = True,
+                 spatial_channels: int | None = None) -> None:
+        self.joint, self.per_frame, self.spatial_channels = joint, per_frame, spatial_channels
 
     def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        spatial = self.spatial(sequence)
         joint = layout.centre if self.joint is None else (
             layout.index(self.joint) if isinstance(self.joint, str) else int(self.joint))
-        centre = sequence[:, 0:1, joint:joint + 1, :]
+        centre = sequence[:, 0:1, joint:joint + 1, :spatial]
         if not self.per_frame:
             observed = np.flatnonzero(np.abs(centre).sum(axis=(1, 2, 3)) > 0)
             centre = centre[observed[:1]] if len(observed) else np.zeros_like(centre[:1])
-        return (sequence - centre) * _present(sequence)
+        out = sequence.copy()
+        out[..., :spatial] = (sequence[..., :spatial] - centre) * _present(sequence, spatial)
+        return out
 
 
 def _rotation_between(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -125,22 +154,25 @@ def _rotation_between(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.eye(3) + sin * skew + (1 - cos) * skew @ skew
 
 
-class AlignSpineShoulders:
+class AlignSpineShoulders(SpatialTransform):
     """Reference behaviour: rotate so the first actor's spine points up (+y) and shoulders along x.
 
     Uses the first frame where the actor is observed; needs a layout with ``spine`` and
     ``shoulders`` and 3D coordinates.
     """
 
+    def __init__(self, spatial_channels: int | None = None) -> None:
+        self.spatial_channels = spatial_channels
+
     def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
         if layout.spine is None or layout.shoulders is None:
             raise UserError(f"AlignSpineShoulders needs a layout with spine and shoulders; {layout.name} has none")
-        if sequence.shape[-1] != 3:
-            raise UserError("AlignSpineShoulders needs 3D coordinates (C=3)")
-        observed = np.flatnonzero(np.abs(sequence[:, 0]).sum(axis=(1, 2)) > 0)
+        if self.spatial(sequence) != 3:
+            raise UserError("AlignSpineShoulders needs 3D coordinates (3 spatial channels)")
+        observed = np.flatnonzero(np.abs(sequence[:, 0, :, :3]).sum(axis=(1, 2)) > 0)
         if not len(observed):
             return sequence
-        body = sequence[observed[0], 0].astype(np.float64)
+        body = sequence[observed[0], 0, :, :3].astype(np.float64)
         spine = body[layout.spine[1]] - body[layout.spine[0]]
         if np.linalg.norm(spine) < 1e-8:
             return sequence
@@ -151,35 +183,45 @@ class AlignSpineShoulders:
             rotation = first
         else:
             rotation = _rotation_between(shoulders / np.linalg.norm(shoulders), np.array([1.0, 0.0, 0.0])) @ first
-        return (sequence @ rotation.T.astype(np.float32)) * _present(sequence)
+        out = sequence.copy()
+        out[..., :3] = (sequence[..., :3] @ rotation.T.astype(np.float32)) * _present(sequence, 3)
+        return out
 
 
-class RandomRotate:
-    """Augmentation: one random rotation per sample, up to ``degrees`` about x, y and z."""
+class RandomRotate(SpatialTransform):
+    """Augmentation: one random rotation per sample, up to ``degrees`` about x, y and z.
 
-    def __init__(self, degrees: Sequence[float] = (15.0, 15.0, 15.0)) -> None:
+    2D coordinates turn in the image plane only, up to the ``z`` angle (a turn about x or y would
+    need the depth that 2D poses lack); 1D coordinates are left as they are.
+    """
+
+    def __init__(self, degrees: Sequence[float] = (15.0, 15.0, 15.0), spatial_channels: int | None = None) -> None:
         self.degrees = np.radians(np.asarray(degrees, dtype=np.float64))
+        self.spatial_channels = spatial_channels
 
     def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
         ax, ay, az = rng.uniform(-self.degrees, self.degrees)
-        rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-        ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
         rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-        rotation = (rz @ ry @ rx).astype(np.float32)
-        spatial = min(3, sequence.shape[-1])
+        spatial = self.spatial(sequence)
+        if spatial == 3:
+            rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+            ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+            rotation = rz @ ry @ rx
+        else:
+            rotation = rz[:spatial, :spatial] if spatial == 2 else np.eye(1)
         out = sequence.copy()
-        out[..., :spatial] = sequence[..., :spatial] @ rotation[:spatial, :spatial].T
-        return out * _present(sequence)
+        out[..., :spatial] = sequence[..., :spatial] @ rotation.T.astype(np.float32)
+        return out
 
 
-class RandomScale:
+class RandomScale(SpatialTransform):
     """Augmentation: scale coordinates by a random factor per axis in ``[low, high]``."""
 
-    def __init__(self, low: float = 0.9, high: float = 1.1) -> None:
-        self.low, self.high = low, high
+    def __init__(self, low: float = 0.9, high: float = 1.1, spatial_channels: int | None = None) -> None:
+        self.low, self.high, self.spatial_channels = low, high, spatial_channels
 
     def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
-        spatial = min(3, sequence.shape[-1])
+        spatial = self.spatial(sequence)
         factor = np.ones(sequence.shape[-1], dtype=np.float32)
         factor[:spatial] = rng.uniform(self.low, self.high, spatial)
         return sequence * factor
@@ -188,26 +230,34 @@ class RandomScale:
 STREAMS = ("joint", "bone", "joint_motion", "bone_motion")
 
 
-class Stream:
-    """Input stream: joints, bones (child minus parent), or the frame-to-frame motion of either."""
+class Stream(SpatialTransform):
+    """Input stream: joints, bones (child minus parent), or the frame-to-frame motion of either.
 
-    def __init__(self, kind: str = "joint") -> None:
+    Differences are of coordinates; a further channel (a confidence) becomes the mean of the two
+    joints or frames it joins, so it keeps saying how much the difference can be trusted.
+    """
+
+    def __init__(self, kind: str = "joint", spatial_channels: int | None = None) -> None:
         if kind not in STREAMS:
             raise UserError(f"unknown stream {kind!r}; choose one of {list(STREAMS)}")
-        self.kind = kind
+        self.kind, self.spatial_channels = kind, spatial_channels
 
     def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        spatial = self.spatial(sequence)
         out = sequence
         if self.kind.startswith("bone"):
             out = np.zeros_like(sequence)
             for child, parent in layout.bones:
-                out[:, :, child] = sequence[:, :, child] - sequence[:, :, parent]
-            out *= _present(sequence)
+                out[:, :, child, :spatial] = sequence[:, :, child, :spatial] - sequence[:, :, parent, :spatial]
+                out[:, :, child, spatial:] = (sequence[:, :, child, spatial:] + sequence[:, :, parent, spatial:]) / 2
+            out *= _present(sequence, spatial)
         if self.kind.endswith("motion"):
             # only between two observed frames: a body entering or leaving is no motion
-            present = _present(out)
+            present = _present(out, spatial)
+            both = present[1:] & present[:-1]
             motion = np.zeros_like(out)
-            motion[:-1] = (out[1:] - out[:-1]) * (present[1:] & present[:-1])
+            motion[:-1, ..., :spatial] = (out[1:, ..., :spatial] - out[:-1, ..., :spatial]) * both
+            motion[:-1, ..., spatial:] = (out[1:, ..., spatial:] + out[:-1, ..., spatial:]) / 2 * both
             out = motion
         return out
 
@@ -217,10 +267,15 @@ class Compose:
 
     From a transform that yields several clips (``UniformSample(num_clips=k)``, at most one) on, every
     later transform runs on each clip, and the clips come out side by side on the person axis.
+    ``spatial_channels`` (the store's, e.g. 2 for ``x, y, confidence``) goes to every
+    :class:`SpatialTransform` that has none of its own.
     """
 
-    def __init__(self, transforms: Sequence[Transform] = ()) -> None:
+    def __init__(self, transforms: Sequence[Transform] = (), spatial_channels: int | None = None) -> None:
         self.transforms = list(transforms)
+        for transform in self.transforms:
+            if isinstance(transform, SpatialTransform) and transform.spatial_channels is None:
+                transform.spatial_channels = spatial_channels
         samplers = sum(getattr(t, "num_clips", 1) > 1 for t in self.transforms)
         if samplers > 1:
             raise UserError(f"{samplers} transforms sample several clips; at most one may set num_clips > 1")

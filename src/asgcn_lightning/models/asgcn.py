@@ -58,12 +58,17 @@ class ASGCN(nn.Module):
     joint is never A-linked to itself, so without it a joint would lose its own features.
 
     The prediction head observes the first ``T - predict_frames`` frames of the window and predicts
-    the last ``predict_frames``. Features of the whole window cannot be used: the temporal
-    convolutions and the pooling see every frame, so the "future" would be in the input. So the side
-    task has a backbone pass of its own (:meth:`prediction`), and the classifier sees the whole window
-    (:meth:`forward`). ``classifier_input="observed"`` restores the original code's single pass: the
+    the last ``predict_frames``; the classifier sees the whole window (:meth:`forward`). Both share one
+    backbone pass over the window: the prediction head gets only the output frames whose temporal
+    receptive field ends before the predicted frames (:meth:`observed_output_frames`), which are the
+    frames a pass over the observed frames alone computes, so the "future" is not in its input. Where
+    the window is too short for any such frame, the side task has a backbone pass of its own over the
+    observed frames. ``classifier_input="observed"`` restores the original code's single pass: the
     classifier sees only the observed frames, in training and in :meth:`forward` alike. Either way
     training, evaluation and deployment classify the same input the same way.
+
+    ``spatial_channels`` of the ``in_channels`` are coordinates (the first ones; 2 for ``x, y,
+    confidence``); the prediction error and the predicted poses count those only. ``None``: all.
     """
 
     def __init__(
@@ -99,6 +104,7 @@ class ASGCN(nn.Module):
         prediction_channels: int | None = None,
         prediction_trajectory_frames: int = 8,
         classifier_input: str = "window",
+        spatial_channels: int | None = None,
     ) -> None:
         super().__init__()
         if len(channels) != len(strides) or not channels:
@@ -116,8 +122,12 @@ class ASGCN(nn.Module):
             raise UserError(f"classifier_input must be one of {CLASSIFIER_INPUTS}, got {classifier_input!r}")
         if prediction_loss not in PREDICTION_LOSSES:
             raise UserError(f"prediction_loss must be one of {PREDICTION_LOSSES}, got {prediction_loss!r}")
+        if spatial_channels is not None and not 1 <= spatial_channels <= in_channels:
+            raise UserError(f"spatial_channels must be between 1 and in_channels ({in_channels}), "
+                            f"got {spatial_channels}")
         self.layout = layout if isinstance(layout, Layout) else make_layout(**layout)
         self.num_person, self.in_channels = num_person, in_channels
+        self.spatial_channels = in_channels if spatial_channels is None else spatial_channels
         num_joints = self.layout.num_joints
         if use_slinks:
             links = torch.from_numpy(structural_links(self.layout, max_hop, partition, rule=slinks))
@@ -141,7 +151,7 @@ class ASGCN(nn.Module):
         self.head = RecognitionHead(widths[-1], num_class)
         self.predict_frames, self.prediction_weight = predict_frames, prediction_weight
         self.prediction_loss, self.classifier_input = prediction_loss, classifier_input
-        self.predictor = PredictionHead(widths[-1], in_channels, predict_frames=predict_frames,
+        self.predictor = PredictionHead(widths[-1], self.spatial_channels, predict_frames=predict_frames,
                                         hidden=prediction_channels, temporal_kernel=temporal_kernel,
                                         dropout=dropout, trajectory_frames=prediction_trajectory_frames,
                                         **graph) if prediction_head else None
@@ -225,50 +235,78 @@ class ASGCN(nn.Module):
     def forward_train(self, x: torch.Tensor) -> NetworkOutput:
         """The logits of :meth:`forward` with the prediction side task's weighted loss and its metrics.
 
-        With ``classifier_input="observed"`` one backbone pass over the observed frames feeds both heads
-        (the original code's training pass); else the side task has its own pass (:meth:`prediction`).
+        One backbone pass feeds both heads: over the window (``classifier_input="window"``), the
+        prediction head taking the output frames that see only the observed frames, or over the observed
+        frames (``"observed"``, the original code's training pass). A window too short for any such
+        frame gives the side task a second pass over the observed frames.
         """
         if self.predictor is None:
             return NetworkOutput(logits=self(x))
-        if self.classifier_input == "window":
-            side = self.prediction(x)
-            return NetworkOutput(logits=self(x), losses=side.losses, metrics=side.metrics)
-        bodies, a_links, features = self._observed_pass(x)
-        side = self._prediction_terms(x, bodies, a_links, features)
-        return NetworkOutput(logits=self.head(features, x.shape[-1]), losses=side.losses, metrics=side.metrics)
+        observed = self._observed_length(x)
+        num_person = x.shape[-1]
+        if self.classifier_input == "observed":
+            bodies, a_links, features = self._observed_pass(x)
+            side = self._prediction_terms(x, bodies, a_links, features)
+            return NetworkOutput(logits=self.head(features, num_person), losses=side.losses, metrics=side.metrics)
+        bodies = self.bodies(x)
+        a_links = self.alink_weights(bodies)
+        features = self.features(bodies, a_links)
+        clean = self.observed_output_frames(observed)
+        if clean > 0:
+            side = self._prediction_terms(x, bodies[:, :, :observed], a_links, features[..., :clean].contiguous())
+        else:
+            side = self._prediction_terms(x, *self._observed_pass(x))
+        return NetworkOutput(logits=self.head(features, num_person), losses=side.losses, metrics=side.metrics)
 
     def prediction(self, x: torch.Tensor) -> NetworkOutput:
-        """The prediction side task on its own backbone pass over the observed frames (no logits).
+        """The prediction side task of :meth:`forward_train` alone (no logits).
 
         Losses: the weighted prediction loss; metrics: the prediction error ``mpjpe`` and that of repeating
-        the last observed frame (in input units). Targets are the last ``predict_frames`` frames; joints
-        that are exactly zero there (absent persons, missed detections) count in neither.
+        the last observed frame (in input units, spatial channels only). Targets are the last
+        ``predict_frames`` frames; joints whose coordinates are exactly zero there (absent persons, missed
+        detections) count in neither.
         """
         if self.predictor is None:
             return NetworkOutput(logits=x.new_zeros(0))
-        return self._prediction_terms(x, *self._observed_pass(x))
+        out = self.forward_train(x)
+        return NetworkOutput(logits=x.new_zeros(0), losses=out.losses, metrics=out.metrics)
 
-    def _observed_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Bodies, A-links and backbone features of the observed frames (all but the last ``predict_frames``)."""
+    def observed_output_frames(self, observed: int) -> int:
+        """How many leading backbone output frames depend on the first ``observed`` input frames only.
+
+        An output frame ``j`` of a temporal convolution (stride ``s``, padding ``p``) reads input frames
+        up to ``s·j + p``; the graph convolutions, batch norms and residuals stay within a frame.
+        """
+        last = observed - 1
+        for block in self.blocks:
+            last = (last - block.temporal.padding) // block.temporal.stride
+        return max(last + 1, 0)
+
+    def _observed_length(self, x: torch.Tensor) -> int:
         t = x.shape[2]
         if t < self.predict_frames + 2:
             raise UserError(f"a window of {t} frames is too short to predict {self.predict_frames} frames "
                             "(use longer windows or a smaller predict_frames)")
-        bodies = self.bodies(x[:, :, : t - self.predict_frames])
+        return t - self.predict_frames
+
+    def _observed_pass(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Bodies, A-links and backbone features of the observed frames (all but the last ``predict_frames``)."""
+        bodies = self.bodies(x[:, :, : self._observed_length(x)])
         a_links = self.alink_weights(bodies)
         return bodies, a_links, self.features(bodies, a_links)
 
     def _prediction_terms(self, x: torch.Tensor, bodies: torch.Tensor, a_links: torch.Tensor | None,
                           features: torch.Tensor) -> NetworkOutput:
-        predicted = self.predictor(features, self.recent_frames(bodies), self.s_links, a_links)
-        target = self.bodies(x[:, :, x.shape[2] - self.predict_frames:]).transpose(1, 2)
+        spatial = self.spatial_channels
+        predicted = self.predictor(features, self.recent_frames(bodies[:, :spatial]), self.s_links, a_links)
+        target = self.bodies(x[:, :spatial, x.shape[2] - self.predict_frames:]).transpose(1, 2)
         valid = (target.abs().sum(dim=2) > 0).to(x.dtype)
         count = valid.sum().clamp(min=1.0)
         squared = (predicted - target).square().sum(dim=2)
         loss = (squared * valid).sum() / count
         mpjpe = (squared.detach().sqrt() * valid).sum() / count
         # the "repeat the last observed frame" baseline the prediction head has to beat
-        baseline = (bodies[:, :, -1:].transpose(1, 2) - target).detach().square().sum(dim=2)
+        baseline = (bodies[:, :spatial, -1:].transpose(1, 2) - target).detach().square().sum(dim=2)
         if self.prediction_loss == "relative_l2":
             loss = loss / ((baseline * valid).sum() / count).clamp(min=1e-12)
         baseline_mpjpe = (baseline.sqrt() * valid).sum() / count

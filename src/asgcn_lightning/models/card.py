@@ -38,6 +38,7 @@ class ModelCard:
     dataset_name: str
     store_dir: str
     run_name: str | None = None           # the training run's experiment name: evaluations name their folders so
+    spatial_channels: int | None = None   # leading input channels that are coordinates (2: x, y, confidence); None: all
 
     @property
     def skeleton(self) -> Layout:

@@ -119,3 +119,31 @@ def motion_decoder(module: MotionDecoder, poses: torch.Tensor, links: torch.Tens
         current = current + module.out(state).view(b, v, -1)
         predictions.append(current)
     return torch.stack(predictions, dim=1)
+
+
+def original_training_loss(network: ASGCN, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The original code's main-stage training loss, written as it computes it: the benchmark's baseline.
+
+    One backbone pass over the observed frames (all but the last ``predict_frames``) feeds both heads;
+    the frozen AIM runs its encoder on explicit joint pairs and its recurrent decoder, as the original's
+    recognition stage does, though only the links are used; graph convolutions are convolve-then-aggregate
+    on time-major maps. Same weights as ``network``; the A-links are the expected ones, normalised as
+    ``network`` does.
+    """
+    aim, head = network.aim, network.predictor
+    observed = x.shape[2] - network.predict_frames
+    bodies = network.bodies(x[:, :, :observed])
+    with torch.no_grad():
+        poses = aim.resample(bodies)
+        b, frames, v, c = poses.shape
+        link_logits = link_encoder(aim.encoder, poses.permute(0, 2, 1, 3).reshape(b, v, frames * c))
+        probabilities = aim.probabilities(link_logits)
+        motion_decoder(aim.decoder, poses, probabilities[..., 1:])
+        links = probabilities[..., 1:].permute(0, 3, 1, 2)
+        a_links = links / links.sum(dim=2, keepdim=True).clamp(min=1.0)
+    maps = features(network, bodies, a_links)
+    pooled = maps.mean(dim=(2, 3)).view(x.shape[0], x.shape[-1], -1).mean(dim=1)
+    predicted = prediction(head, maps, network.recent_frames(bodies), network.s_links, a_links)
+    target = network.bodies(x[:, :, observed:]).transpose(1, 2)
+    squared = (predicted - target).square().sum(dim=2)
+    return F.cross_entropy(network.head.fc(pooled), labels) + network.prediction_weight * squared.mean()
