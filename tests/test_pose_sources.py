@@ -297,7 +297,8 @@ def test_natops_converts_to_360_samples(tmp_path: Path, fixtures_dir: Path) -> N
     store = SkeletonStore(prepare_natops(tmp_path / "store", root=fixtures_dir / "natops"))
     assert len(store) == 360 and store.frame_shape == (1, 8, 3)
     assert set(store.index["length"].tolist()) == {51}
-    assert store.meta.class_names == ["1.0", "2.0", "3.0", "4.0", "5.0", "6.0"]
+    assert store.meta.class_names == ["I have command", "All clear", "Not clear", "Spread wings", "Fold wings",
+                                      "Lock wings"]  # the signals the archive's labels 1.0..6.0 stand for
     assert collections.Counter(store.index["setup"].tolist()) == {1: 180, 2: 180}
     assert collections.Counter(store.index["label"].tolist()) == {label: 60 for label in range(6)}
     layout = make_layout(**store.meta.layout_spec)

@@ -54,10 +54,11 @@ def choose_wait_policy(environ: dict[str, str] | os._Environ = os.environ) -> di
 
 
 def quiet_library_chatter() -> None:
-    """Hide the warnings and tips of :data:`QUIET_WARNINGS` / :data:`QUIET_LOG_PREFIXES` (``verbose=true``: shown)."""
+    """Hide the warnings and tips of :data:`QUIET_WARNINGS` / :data:`QUIET_LOG_PREFIXES` (``verbose=true``: shown).
+
+    The warning filters go (again) in front of any added since, such as a test runner's own.
+    """
     global _quiet
-    if _quiet:
-        return
     for pattern, category, _reason in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern, category=category)
     logging.getLogger(LIGHTNING_INFO_LOGGER).addFilter(_ADVERTISEMENTS)
