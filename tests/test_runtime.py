@@ -16,7 +16,7 @@ from asgcn_lightning.progress import epoch_line
 
 # what a default run printed before: nothing a user can act on
 NOISE = ("anonymous setting", "`resume` will be ignored", "litlogger", "litmodels", "LeafSpec",
-         "find_unused_parameters", "TensorFlow Lite", "absl::InitializeLog")
+         "find_unused_parameters", "sync_dist=True", "TensorFlow Lite", "absl::InitializeLog")
 
 
 def _python(code: str, **env: str) -> str:

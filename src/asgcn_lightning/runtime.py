@@ -29,6 +29,9 @@ QUIET_WARNINGS = (
     (r"find_unused_parameters=True was specified in DDP constructor", UserWarning,
      "each training stage leaves a different part of the network without gradients, so DDP must look for them "
      "(trainer.strategy.find_unused_parameters); epochs where every part trains are expected"),
+    (r"It is recommended to use `self.log\('.*', \.\.\., sync_dist=True\)`", UserWarning,
+     "training-step values are each process's own on purpose; validation and test metrics, and the throughput, "
+     "are reduced over the processes exactly (torchmetrics, strategy.reduce)"),
 )
 # Lightning's advertisements for its cloud services, logged once per Trainer (and per DDP process)
 QUIET_LOG_PREFIXES = ("💡 Tip:",)

@@ -58,8 +58,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     close_loggers(trainer)
-    log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
     if trainer.is_global_zero:  # what sweep_summary reads, whichever loggers the run had
+        log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
         output = Path(cfg.paths.output_dir) / "metrics.json"
         write_atomically(output, json.dumps(metrics, indent=1, sort_keys=True))
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
