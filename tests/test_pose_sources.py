@@ -287,8 +287,9 @@ def test_pyskl_trains_from_the_cli_config_and_refuses_a_store_of_other_splits(
         assert sum(int(row["samples"]) for row in csv.DictReader(handle)) == 2  # the pickle's xsub_val
     swapped = compose([*common, "dataset.split_train=xsub_val", "dataset.split_test=xsub_train"])
     with pytest.raises(UserError, match=r"prepared with other settings \(split_test xsub_val there, "
-                                        r"xsub_train now\): add `dataset.prepare.split_test=xsub_val`.*"
-                                        r"python -m asgcn_lightning.prepare dataset=pyskl"):
+                                        r"xsub_train now; split_train xsub_train there, xsub_val now\): add "
+                                        r"`dataset.prepare.split_test=xsub_val dataset.prepare.split_train=xsub_train`"
+                                        r".*python -m asgcn_lightning.prepare dataset=pyskl"):
         train(swapped)
 
 
