@@ -22,6 +22,7 @@ import torch
 
 from asgcn_lightning.memory import set_malloc_mmap_threshold
 from bench import REPO_ROOT
+from bench.busy import measure_busy_machine
 from bench.demo import run_demo_bench
 from bench.loading import measure_loader, measure_parse
 from bench.measure import CONFIGS, matmul_flops, measure_model
@@ -60,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--omp-passive", action="store_true",
                         help="OpenMP threads sleep instead of spinning while they wait (OMP_WAIT_POLICY=PASSIVE): "
                              "on cores shared with other work, 2 threads then run 2× faster, not 2× slower")
+    parser.add_argument("--busy-repeats", type=int, default=None,
+                        help="alternated rounds of the busy-machine figure (default 2, 1 with --quick; 0: skipped)")
+    parser.add_argument("--busy-baseline", action="store_true",
+                        help="busy-machine figure also with libgomp's spinning default, for comparison")
     parser.add_argument("--skip-data", action="store_true", help="no loader or NTU parse figures")
     parser.add_argument("--skip-demo", action="store_true", help="no demo.py frame rates (about 75 s on 2 cores)")
     parser.add_argument("--fixtures", type=Path, default=None,
@@ -90,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         results["loader"] = measure_loader(2 if args.quick else 3)
         results["parse"] = measure_parse(args.fixtures, args.quick)
     results["demo"] = {"skipped": "--skip-demo"} if args.skip_demo else run_demo_bench(args.fixtures, args.quick)
+    busy_repeats = args.busy_repeats if args.busy_repeats is not None else (1 if args.quick else 2)
+    results["busy_machine"] = (measure_busy_machine(busy_repeats, baseline=args.busy_baseline) if busy_repeats > 0
+                               else {"skipped": "--busy-repeats 0"})
     results["load_average_after"] = list(os.getloadavg())
     results["targets"] = check_targets(results)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -354,6 +354,7 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
     # docs/performance.md: the benchmark
     "python -m bench --fixtures <folder>": NotRun(BENCH),
     "python -m bench --quick --fixtures <folder>": NotRun(BENCH),
+    "python -m bench.busy 2": NotRun(BENCH),
     # docs/scaling.md
     "python train.py model=asgcn dataset=ntu60 trainer=ddp trainer.devices=4": Fails(
         r"gpu", shrink=SHRINK,

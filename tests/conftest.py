@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import asgcn_lightning  # noqa: F401  -- first, before any test module loads torch: OpenMP threads that sleep (runtime.py)
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = REPO_ROOT.parent / "shared" / "fixtures"
 

@@ -13,7 +13,8 @@ PACKAGE = REPO_ROOT / "src" / "asgcn_lightning"
 # modules of its own layer, except that data and models (layer 2) stay apart
 LAYERS = {
     # 0: what every layer may use
-    "__init__": 0, "errors": 0, "shutdown": 0, "atomic": 0, "progress": 0, "schemas": 0, "config": 0, "memory": 0,
+    "__init__": 0, "runtime": 0, "errors": 0, "shutdown": 0, "atomic": 0, "progress": 0, "schemas": 0, "config": 0,
+    "memory": 0,
     # 1: skeleton layouts and the graphs built on them
     "skeleton": 1,
     # 2: data (sources → store → data module) and models (AIM → blocks → heads → network → LightningModule), apart

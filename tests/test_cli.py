@@ -72,4 +72,5 @@ def test_prepared_ntu_trains_with_the_readme_command_that_does_not_repeat_the_so
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     # another source folder than the store was prepared from is still refused
     other = _run("train.py", *common, "split=xsub", f"dataset.raw_dir={tmp_path}", f"hydra.run.dir={tmp_path}/r2")
-    assert other.returncode == 2 and "prepared with other settings: raw_dir=" in other.stderr
+    assert other.returncode == 2 and "prepared with other settings (raw_dir " in other.stderr
+    assert f"dataset.prepare.raw_dir={tmp_path}" in other.stderr  # the override that prepares it again

@@ -368,8 +368,10 @@ def test_store_prepared_with_other_settings_is_rebuilt_or_refused(tmp_path):
 
     refused = SkeletonDataModule(store_dir, split, prepare=two_subjects, name="syn",
                                  prepare_command="python -m asgcn_lightning.prepare dataset=syn")
-    with pytest.raises(UserError, match=r"prepared with other settings: num_subjects=3 \(now 2\).*"
-                                        r"`python -m asgcn_lightning.prepare dataset=syn`"):
+    with pytest.raises(UserError, match=r"prepared with other settings \(num_subjects 3 there, 2 now\): "
+                                        r"add `dataset.prepare.num_subjects=3` to use it as it is, or prepare it "
+                                        r"again with `python -m asgcn_lightning.prepare dataset=syn "
+                                        r"dataset.prepare.num_subjects=2`"):
         refused.prepare_data()
     (store_dir / "prepared_with.json").unlink()
     refused.prepare_data()  # unknown provenance (hand-made or older store): used as it is

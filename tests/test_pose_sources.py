@@ -286,7 +286,9 @@ def test_pyskl_trains_from_the_cli_config_and_refuses_a_store_of_other_splits(
     with open(Path(cfg.paths.output_dir) / "per_class_val.csv") as handle:
         assert sum(int(row["samples"]) for row in csv.DictReader(handle)) == 2  # the pickle's xsub_val
     swapped = compose([*common, "dataset.split_train=xsub_val", "dataset.split_test=xsub_train"])
-    with pytest.raises(UserError, match=r"prepared with other settings: split_test='xsub_val' \(now 'xsub_train'\)"
+    with pytest.raises(UserError, match=r"prepared with other settings \(split_test xsub_val there, "
+                                        r"xsub_train now; split_train xsub_train there, xsub_val now\): add "
+                                        r"`dataset.prepare.split_test=xsub_val dataset.prepare.split_train=xsub_train`"
                                         r".*python -m asgcn_lightning.prepare dataset=pyskl"):
         train(swapped)
 
@@ -296,7 +298,8 @@ def test_natops_converts_to_360_samples(tmp_path: Path, fixtures_dir: Path) -> N
     store = SkeletonStore(prepare_natops(tmp_path / "store", root=fixtures_dir / "natops"))
     assert len(store) == 360 and store.frame_shape == (1, 8, 3)
     assert set(store.index["length"].tolist()) == {51}
-    assert store.meta.class_names == ["1.0", "2.0", "3.0", "4.0", "5.0", "6.0"]
+    assert store.meta.class_names == ["I have command", "All clear", "Not clear", "Spread wings", "Fold wings",
+                                      "Lock wings"]  # the signals the archive's labels 1.0..6.0 stand for
     assert collections.Counter(store.index["setup"].tolist()) == {1: 180, 2: 180}
     assert collections.Counter(store.index["label"].tolist()) == {label: 60 for label in range(6)}
     layout = make_layout(**store.meta.layout_spec)

@@ -1,18 +1,16 @@
-"""The project's Lightning callbacks: checkpoints, progress, lockstep metrics, signals, confusion and A-links."""
+"""The project's Lightning callbacks: checkpoints, lockstep metrics, signals, confusion and A-links
+(progress: :mod:`asgcn_lightning.progress`)."""
 
 from __future__ import annotations
 
 import csv
 import io
-import sys
-import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
-from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from asgcn_lightning.atomic import atomic_file, write_atomically
@@ -106,67 +104,6 @@ class EpochMetricsInLockstep(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         trainer.callback_metrics  # noqa: B018 -- the read computes (and caches) the values on every process
-
-
-SHOWN = ("train/loss", "train/aim_loss", "val/acc_top1", "val/loss", "val/aim_loss", "perf/train_samples_per_sec")
-
-
-def training_progress() -> ProgressBar:
-    """The rich bar when standard output is a terminal; :class:`EpochLines` when it goes to a file or a pipe
-    (cluster jobs, ``nohup``, CI), where a redrawn bar shows nothing until the end."""
-    return RichProgressBar() if sys.stdout.isatty() else EpochLines()
-
-
-class EpochLines(ProgressBar):
-    """One plain line per epoch (stage, epoch, step, losses, validation metrics, samples/s, ETA) on process 0,
-    and the sizes of the data splits at the start. Lines are never wrapped, so paths stay whole."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._enabled = True
-        self._start = 0.0
-        self._first_epoch = 0
-
-    def enable(self) -> None:
-        self._enabled = True
-
-    def disable(self) -> None:
-        self._enabled = False
-
-    @property
-    def is_enabled(self) -> bool:
-        return self._enabled
-
-    def _print(self, trainer: L.Trainer, text: str) -> None:
-        if self._enabled and trainer.is_global_zero:
-            print(text, flush=True)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start, self._first_epoch = time.monotonic(), trainer.current_epoch
-        datamodule = trainer.datamodule
-        sizes = {name: len(getattr(datamodule, attribute)) for name, attribute in
-                 (("train", "train_set"), ("val", "val_set"), ("test", "test_set"))
-                 if getattr(datamodule, attribute, None) is not None}
-        if sizes:
-            self._print(trainer, "samples: " + ", ".join(f"{name} {count}" for name, count in sizes.items())
-                        + f"; {trainer.world_size} process{'es' if trainer.world_size > 1 else ''}")
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics: dict[str, Any] = self.get_metrics(trainer, pl_module)
-        shown = [f"{key.removesuffix('_epoch')} {float(value):.4g}" for key in SHOWN
-                 for name, value in metrics.items() if name in (key, f"{key}_epoch")]
-        done = trainer.current_epoch + 1 - self._first_epoch
-        left = (trainer.max_epochs or 0) - trainer.current_epoch - 1
-        eta = (time.monotonic() - self._start) / max(done, 1) * max(left, 0)
-        stage = getattr(pl_module, "stage", "")
-        self._print(trainer, f"epoch {trainer.current_epoch}/{(trainer.max_epochs or 0) - 1}"
-                             f"{f' ({stage})' if stage else ''}, step {trainer.global_step}: " + ", ".join(shown)
-                    + f"; ETA {eta / 60:.1f} min")
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = sorted((key, float(value)) for key, value in trainer.callback_metrics.items()
-                         if key.startswith("test/"))
-        self._print(trainer, "test: " + ", ".join(f"{key} {value:.4g}" for key, value in metrics))
 
 
 class StopOnSignal(L.Callback):

@@ -18,6 +18,10 @@ class WandbLogger(LightningWandbLogger):
 
     In a sweep (``-m``) every job shares the experiment name, which is also the W&B group; the job's
     number is added to the run name (``synthetic-xsub-asgcn_small #3``) so the dashboard tells them apart.
+
+    Lightning always passes ``anonymous`` and ``resume="allow"`` to ``wandb.init``; wandb warns about the
+    first (it has no effect) and, offline, about the second (it cannot resume there). Neither is passed
+    when it does nothing.
     """
 
     def __init__(self, *args: Any, offline: bool = False, name: str | None = None, **kwargs: Any) -> None:
@@ -26,3 +30,7 @@ class WandbLogger(LightningWandbLogger):
         if name is not None and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             name = f"{name} #{HydraConfig.get().job.num}"
         super().__init__(*args, offline=offline, name=name, **kwargs)
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+        if offline:
+            self._wandb_init.pop("resume", None)

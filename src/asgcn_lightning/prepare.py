@@ -16,9 +16,12 @@ from asgcn_lightning.config import config_dir
 from asgcn_lightning.data.provenance import prepare_store
 from asgcn_lightning.data.store import SkeletonStore, print_prepare_summary
 from asgcn_lightning.errors import UserError, exit_on_user_error
+from asgcn_lightning.runtime import show_library_chatter
 
 
 def prepare(cfg: DictConfig) -> SkeletonStore:
+    if cfg.get("verbose"):
+        show_library_chatter()
     if cfg.dataset.get("prepare") is None:
         raise UserError(f"data set {cfg.dataset.name!r} has no prepare step")
     store_dir = Path(cfg.dataset.store_dir)

@@ -24,6 +24,7 @@ from asgcn_lightning.models.card import ModelCard
 from asgcn_lightning.models.module import ActionRecognitionModule
 from asgcn_lightning.models.transfer import prepare_transfer
 from asgcn_lightning.resume import RandomStateCheckpoint
+from asgcn_lightning.runtime import show_library_chatter
 from asgcn_lightning.schemas import LrRule
 from asgcn_lightning.shutdown import die_with_parent, stop_on_signals
 
@@ -31,13 +32,16 @@ LR_RULES = {LrRule.linear: lambda ratio: ratio, LrRule.sqrt: math.sqrt}  # facto
 
 
 def apply_process_settings(cfg: DictConfig) -> None:
-    """What every process of every entry point sets first: stop handling, threads, ``malloc_mmap_threshold``.
+    """What every process of every entry point sets first: stop handling, threads, ``malloc_mmap_threshold``,
+    and ``verbose`` (library chatter back, see :mod:`asgcn_lightning.runtime`).
 
     Threads are set per process: N DDP processes on one host would each default to all cores and
     oversubscribe them, so without ``torch_threads`` each CPU process gets an equal share. A DDP worker
     process started by the first one ends with it, whatever ended that one.
     """
     stop_on_signals()
+    if cfg.get("verbose"):
+        show_library_chatter()
     if os.environ.get("LOCAL_RANK", "0") != "0":
         die_with_parent()
     threads = cfg.get("torch_threads")

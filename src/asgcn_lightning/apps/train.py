@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig
+from rich.console import Console
 
 from asgcn_lightning.apps.components import (
     apply_process_settings,
@@ -57,9 +58,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     close_loggers(trainer)
-    log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
     if trainer.is_global_zero:  # what sweep_summary reads, whichever loggers the run had
-        write_atomically(Path(cfg.paths.output_dir) / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True))
+        log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
+        output = Path(cfg.paths.output_dir) / "metrics.json"
+        write_atomically(output, json.dumps(metrics, indent=1, sort_keys=True))
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        # soft wrap: paths stay whole on one line also in a log file (no terminal width to wrap at)
+        Console(soft_wrap=True).print(f"metrics → {output}" + (f"\nbest checkpoint → {best}" if best else ""),
+                                      highlight=False)
     return metrics
 
 

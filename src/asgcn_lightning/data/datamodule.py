@@ -15,7 +15,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from asgcn_lightning.data.classes import resolve_classes
-from asgcn_lightning.data.provenance import preparation_differences, prepare_store
+from asgcn_lightning.data.provenance import preparation_differences, prepare_store, stale_store_message
 from asgcn_lightning.data.sampling import GlobalBatchSampler
 from asgcn_lightning.data.store import META_FILE, SkeletonStore
 from asgcn_lightning.data.transforms import Compose, Stream
@@ -128,9 +128,7 @@ class SkeletonDataModule(L.LightningDataModule):
         """Whether the store was prepared with other settings: rebuilt when automatic, else an error."""
         differences = preparation_differences(self.store_dir, self._prepare) if self._prepare else []
         if differences and not self.auto_prepare:
-            raise UserError(f"{self.store_dir} was prepared with other settings: {'; '.join(differences)}. "
-                            f"Prepare it again with `{self.prepare_command}` (and those settings), or set "
-                            "dataset.store_dir to another folder")
+            raise UserError(stale_store_message(self.store_dir, self._prepare, self.prepare_command))
         return bool(differences)
 
     def _open(self) -> SkeletonStore:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from asgcn_lightning.errors import UserError
+from asgcn_lightning.runtime import native_stderr_hidden
 from asgcn_lightning.skeleton.layouts import OPENPOSE25
 
 # BlazePose landmark indices (mediapipe.solutions.pose.PoseLandmark) per BODY_25 joint; a pair is a midpoint
@@ -82,9 +83,11 @@ class BlazePoseBody25:
         self.cv2 = import_video_dependency("cv2")
         solutions = import_video_dependency("mediapipe.python.solutions.pose")
         self.min_confidence = min_confidence
+        self._started = False
         try:
-            self._pose: Any = solutions.Pose(static_image_mode=static_image, model_complexity=model_complexity,
-                                             min_detection_confidence=min_detection_confidence)
+            with native_stderr_hidden():  # TFLite/absl start-up lines, written by C++ straight to stderr
+                self._pose: Any = solutions.Pose(static_image_mode=static_image, model_complexity=model_complexity,
+                                                 min_detection_confidence=min_detection_confidence)
         except OSError as error:
             raise UserError(f"BlazePose model_complexity={model_complexity} is not in the mediapipe wheel and "
                             f"could not be downloaded ({error}); use model_complexity={SHIPPED_COMPLEXITY}, "
@@ -93,7 +96,9 @@ class BlazePoseBody25:
     def __call__(self, frame_bgr: np.ndarray) -> np.ndarray:
         """One BGR ``uint8`` frame (as OpenCV reads it) → ``(P, 25, 3)`` people, ``P`` 0 or 1."""
         height, width = frame_bgr.shape[:2]
-        result = self._pose.process(self.cv2.cvtColor(frame_bgr, self.cv2.COLOR_BGR2RGB))
+        with native_stderr_hidden(hide=not self._started):  # the first frame starts the graph: more such lines
+            result = self._pose.process(self.cv2.cvtColor(frame_bgr, self.cv2.COLOR_BGR2RGB))
+        self._started = True
         if result.pose_landmarks is None:
             return np.zeros((0, OPENPOSE25.num_joints, 3), np.float32)
         landmarks = np.array([(p.x, p.y, p.visibility) for p in result.pose_landmarks.landmark], np.float32)

@@ -45,25 +45,68 @@ def prepare_store(prepare: Callable[..., Any], store_dir: Path) -> None:
     write_atomically(store_dir / PREPARED_WITH_FILE, json.dumps(preparation_of(prepare), indent=1) + "\n")
 
 
-def preparation_differences(store_dir: Path, prepare: Callable[..., Any]) -> list[str]:
-    """How the recorded preparation of ``store_dir`` differs from ``prepare`` (empty: same, or unknown).
+def differing_arguments(store_dir: Path, prepare: Callable[..., Any]) -> dict[str, tuple[Any, Any]]:
+    """``{argument: (recorded, now)}`` where the recorded preparation of ``store_dir`` differs from ``prepare``.
 
-    An argument that is ``None`` in ``prepare`` is not compared: training commands name the data set,
-    not its source (``python train.py dataset=ntu60`` after preparing with ``dataset.raw_dir=...``).
+    Empty when they agree or nothing is recorded. An argument that is ``None`` in ``prepare`` is not
+    compared: training commands name the data set, not its source (``python train.py dataset=ntu60``
+    after preparing with ``dataset.raw_dir=...``). A store made by another preparer, or whose record
+    is unreadable, differs under the key ``preparer``.
     """
     path = store_dir / PREPARED_WITH_FILE
     if not path.is_file():
-        return []
+        return {}
+    wanted = preparation_of(prepare)
     try:
         recorded = json.loads(path.read_text())
         recorded_preparer, recorded_arguments = recorded["preparer"], dict(recorded["arguments"])
     except (ValueError, KeyError, TypeError):
-        return [f"{path} is unreadable"]
-    wanted = preparation_of(prepare)
+        return {"preparer": (f"{path} (unreadable)", wanted["preparer"])}
     # the function, not its module: a preparer that moved to another module makes the same store
     if recorded_preparer.rsplit(".", 1)[-1] != wanted["preparer"].rsplit(".", 1)[-1]:
-        return [f"preparer {recorded_preparer} (now {wanted['preparer']})"]
+        return {"preparer": (recorded_preparer, wanted["preparer"])}
     keys = sorted(key for key in set(recorded_arguments) | set(wanted["arguments"])
                   if wanted["arguments"].get(key, "absent") is not None)
-    return [f"{key}={recorded_arguments.get(key)!r} (now {wanted['arguments'].get(key)!r})" for key in keys
-            if recorded_arguments.get(key) != wanted["arguments"].get(key)]
+    return {key: (recorded_arguments.get(key), wanted["arguments"].get(key)) for key in keys
+            if recorded_arguments.get(key) != wanted["arguments"].get(key)}
+
+
+def preparation_differences(store_dir: Path, prepare: Callable[..., Any]) -> list[str]:
+    """:func:`differing_arguments` as ``key=recorded (now value)`` lines (empty: same, or unknown)."""
+    return [f"{key}={recorded!r} (now {now!r})" for key, (recorded, now) in
+            differing_arguments(store_dir, prepare).items()]
+
+
+def override_value(value: Any) -> str:
+    """``value`` as Hydra's command line reads it back (``null``, ``[340,256]``, ``'a b'``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(override_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{override_value(item)}" for key, item in value.items()) + "}"
+    text = str(value)
+    if isinstance(value, str) and (not text or any(char in text for char in " ,=:[]{}()'\"\\$")):
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return text
+
+
+def stale_store_message(store_dir: Path, prepare: Callable[..., Any], prepare_command: str,
+                        config_key: str = "dataset.prepare") -> str | None:
+    """The one-line error for a store prepared with other settings, naming the overrides that reuse it as it
+    is and those that prepare it again; None when the store is as ``prepare`` would make it."""
+    differences = differing_arguments(store_dir, prepare)
+    if not differences:
+        return None
+    if "preparer" in differences:
+        recorded, now = differences["preparer"]
+        return (f"{store_dir} was made by {recorded}, not {now}: prepare it with `{prepare_command}`, or set "
+                "dataset.store_dir to another folder")
+    changed = "; ".join(f"{key} {override_value(recorded)} there, {override_value(now)} now"
+                        for key, (recorded, now) in differences.items())
+    reuse = " ".join(f"{config_key}.{key}={override_value(recorded)}" for key, (recorded, _now) in differences.items())
+    again = " ".join(f"{config_key}.{key}={override_value(now)}" for key, (_recorded, now) in differences.items())
+    return (f"{store_dir} was prepared with other settings ({changed}): add `{reuse}` to use it as it is, or "
+            f"prepare it again with `{prepare_command} {again}` (or set dataset.store_dir to another folder)")

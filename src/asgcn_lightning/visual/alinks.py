@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 
 from asgcn_lightning.errors import UserError
@@ -56,8 +58,9 @@ def alink_figure(network: ASGCN, sample: torch.Tensor | np.ndarray, person: int 
                  frame: int | None = None, axes: tuple[int, int] = (0, 1), title: str = "") -> Figure:
     """One panel per real A-link type: the body at ``frame`` (default: see :func:`drawn_frame`) with
     arrows from sender to receiver for the ``top_k`` most probable links of that type (default: as
-    many as the layout has joints), darker and thicker the more probable. Image layouts (y down)
-    are drawn with the y axis flipped, head up.
+    many as the layout has joints). Colour and width give the link's probability on one scale for
+    every panel, spread over the drawn links' range (near-uniform probabilities would otherwise all
+    look alike), with a colour bar as the legend. Image layouts (y down) are drawn head up.
     """
     sample = np.asarray(sample, dtype=np.float32)
     if sample.ndim != 4:
@@ -69,20 +72,23 @@ def alink_figure(network: ASGCN, sample: torch.Tensor | np.ndarray, person: int 
     top_k = min(top_k or num_joints, num_joints * (num_joints - 1))
     off_diagonal = ~np.eye(num_joints, dtype=bool)
 
-    figure, panels = plt.subplots(1, num_types - 1, figsize=(4 * (num_types - 1), 4.4), squeeze=False)
-    colours = plt.get_cmap("Reds")
+    figure, panels = plt.subplots(1, num_types - 1, figsize=(4 * (num_types - 1) + 1.2, 4.4), squeeze=False)
+    strengths = [np.where(off_diagonal, probabilities[..., kind], 0.0) for kind in range(1, num_types)]
+    drawn = [np.argsort(strength, axis=None)[::-1][:top_k] for strength in strengths]
+    scale = link_scale(np.concatenate([strength.ravel()[links] for strength, links in zip(strengths, drawn,
+                                                                                            strict=True)]))
+    colours = LinearSegmentedColormap.from_list("alinks", plt.get_cmap("Reds")(np.linspace(0.3, 1.0, 256)))
     shown = pose[np.abs(pose).sum(axis=-1) > 0][:, list(axes)]  # joints the estimator missed are zeros
     low, high = shown.min(0), shown.max(0)
     margin = 0.1 * max(float((high - low).max()), 1e-6)
-    for kind, panel in enumerate(panels[0], start=1):
+    for kind, panel, strength, strongest in zip(range(1, num_types), panels[0], strengths, drawn, strict=True):
         draw_pose(panel, pose, network.layout, color="lightgray", axes=axes)
-        strength = np.where(off_diagonal, probabilities[..., kind], 0.0)
-        strongest = np.argsort(strength, axis=None)[::-1][:top_k]
-        for sender, receiver in zip(*np.unravel_index(strongest, strength.shape), strict=True):
-            p = float(strength[sender, receiver])
+        # weakest first, so the strong links are drawn on top
+        for sender, receiver in zip(*np.unravel_index(strongest[::-1], strength.shape), strict=True):
+            level = float(scale(strength[sender, receiver]))
             panel.annotate("", xy=pose[receiver, list(axes)], xytext=pose[sender, list(axes)],
-                           arrowprops={"arrowstyle": "->", "color": colours(0.3 + 0.7 * p),
-                                       "lw": 0.5 + 2.5 * p, "shrinkA": 2, "shrinkB": 2})
+                           arrowprops={"arrowstyle": "->", "color": colours(level),
+                                       "lw": 0.6 + 2.4 * level, "shrinkA": 2, "shrinkB": 2})
         panel.set_xlim(low[0] - margin, high[0] + margin)
         panel.set_ylim(low[1] - margin, high[1] + margin)
         if image_coordinates(network.layout):
@@ -91,8 +97,22 @@ def alink_figure(network: ASGCN, sample: torch.Tensor | np.ndarray, person: int 
         panel.set_title(f"A-link type {kind}: top {top_k}", fontsize=9)
         panel.axis("off")
     figure.suptitle(f"{title or f'A-links of person {person} ({network.layout.name})'}, frame {frame}")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1 - 1.0 / figure.get_figwidth(), 1))
+    legend = figure.add_axes((1 - 0.85 / figure.get_figwidth(), 0.15, 0.18 / figure.get_figwidth(), 0.65))
+    bar = figure.colorbar(ScalarMappable(norm=scale, cmap=colours), cax=legend)
+    bar.set_label("link probability (colour and width)")
+    bar.ax.set_yticks(np.linspace(scale.vmin, scale.vmax, 5))
+    bar.ax.set_ylim(scale.vmin, scale.vmax)
     return figure
+
+
+def link_scale(drawn: np.ndarray) -> Normalize:
+    """Probabilities → 0..1 over the range of the drawn links (a range of at least 0.01, within 0..1)."""
+    low, high = float(drawn.min()), float(drawn.max())
+    if high - low < 0.01:
+        middle = min(max((low + high) / 2, 0.005), 0.995)
+        low, high = middle - 0.005, middle + 0.005
+    return Normalize(vmin=low, vmax=high, clip=True)
 
 
 def save_alink_figure(network: ASGCN, sample: torch.Tensor | np.ndarray, path: str | Path, person: int = 0,

@@ -9,14 +9,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.figure import Figure
+from torchmetrics.functional.classification import multiclass_accuracy
 
 
-def per_class_accuracy(confusion: np.ndarray) -> np.ndarray:
-    """Recall of each class (row-normalised diagonal); NaN for classes with no samples."""
-    totals = confusion.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(totals > 0, np.diag(confusion) / totals, np.nan)
+def per_class_accuracy(confusion: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Each class's accuracy (its recall) from a ``(true, predicted)`` count matrix; NaN for classes with no samples.
+
+    Computed by torchmetrics from the samples the counts stand for, as the training metrics are.
+    """
+    counts = torch.as_tensor(np.asarray(confusion), dtype=torch.long)
+    num = counts.shape[0]
+    totals = counts.sum(dim=1)
+    if not int(totals.sum()):
+        return np.full(num, np.nan)
+    classes = torch.arange(num)
+    truth = classes.repeat_interleave(totals)
+    predicted = classes.repeat(num).repeat_interleave(counts.flatten())
+    accuracy = multiclass_accuracy(predicted, truth, num_classes=num, average=None).double()
+    return torch.where(totals > 0, accuracy, torch.nan).numpy()
 
 
 def confusion_figure(confusion: np.ndarray, class_names: Sequence[str] | None = None,

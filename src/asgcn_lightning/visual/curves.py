@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -61,8 +62,24 @@ def read_metrics(path: str | Path) -> dict[str, list[tuple[float, float]]]:
     return series
 
 
+def spans_orders_of_magnitude(values: Sequence[float], orders: float = 2.0) -> bool:
+    """Whether positive ``values`` range over more than ``orders`` powers of ten (a log axis shows them all)."""
+    positive = [value for value in values if value > 0]
+    return len(positive) == len(values) > 1 and max(positive) / min(positive) > 10 ** orders
+
+
+def grid_shape(panels: int, columns: int = 3) -> tuple[int, int]:
+    """Rows and columns of a grid for ``panels`` panels, at most ``columns`` wide."""
+    width = min(panels, columns)
+    return math.ceil(panels / width), width
+
+
 def curves_figure(series: dict[str, list[tuple[float, float]]], title: str = "") -> Figure:
-    """One panel per metric family with a line per metric; per-step values are left out as too noisy."""
+    """One panel per metric family with a line per metric, in a grid; per-step values are left out as too noisy.
+
+    A panel whose values span orders of magnitude (the AIM's NLL falls from ~1e5, learning rates) has a log
+    axis; values down to zero or below get a symmetric log axis instead.
+    """
     epochwise = {name: points for name, points in series.items() if not name.endswith("_step")}
     panels: dict[str, list[str]] = {}
     for name in sorted(epochwise):
@@ -71,17 +88,23 @@ def curves_figure(series: dict[str, list[tuple[float, float]]], title: str = "")
             panels.setdefault(panel, []).append(name)
     if not panels:
         raise UserError(f"nothing to draw: the metrics are {sorted(series)}")
-    figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
-    for ax, (panel, names) in zip(axes[0], panels.items(), strict=True):
+    rows, columns = grid_shape(len(panels))
+    figure, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows), squeeze=False)
+    for ax, (panel, names) in zip(axes.flat, panels.items(), strict=False):
+        values = [value for name in names for _, value in epochwise[name]]
         for name in names:
             xs, ys = zip(*epochwise[name], strict=True)
             ax.plot(xs, ys, marker="o", markersize=3, label=name)
         ax.set_title(panel)
         ax.set_xlabel("step")
-        if panel == "learning rate":
+        if spans_orders_of_magnitude(values):
             ax.set_yscale("log")
+        elif min(values) <= 0 < max(values) and spans_orders_of_magnitude([abs(v) for v in values if v]):
+            ax.set_yscale("symlog", linthresh=min(abs(v) for v in values if v))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     if title:
         figure.suptitle(title)
     figure.tight_layout()

@@ -15,6 +15,9 @@ from asgcn_lightning.errors import DataFormatError, UserError
 from asgcn_lightning.skeleton.layouts import NATOPS8
 
 NATOPS_FILES = {"NATOPS_TRAIN.ts": TRAIN_SETUP, "NATOPS_TEST.ts": TEST_SETUP}
+# the archive labels the signals 1.0..6.0; their meaning is in its description (Ghouaiel et al., UEA archive)
+NATOPS_SIGNALS = {"1.0": "I have command", "2.0": "All clear", "3.0": "Not clear", "4.0": "Spread wings",
+                  "5.0": "Fold wings", "6.0": "Lock wings"}
 _NATOPS_CHANNEL = re.compile(r"^(\d+)\.\s*(.+?),\s*([XYZ]) coordinate", re.IGNORECASE)
 
 
@@ -64,7 +67,8 @@ def prepare_natops(store_dir: str | Path, *, root: str | Path | None) -> Path:
     The 24 channels are 8 sensors x (x, y, z) in the header's order (layout ``natops8``; the elbows
     are joined directly because no torso sensor exists). Training samples get ``setup = 1`` and
     test samples ``setup = 2``, so the ``predefined`` split reproduces the archive's 180/180
-    partition. Class names are the ``@classLabel`` values; labels are their 0-based positions.
+    partition. Classes are the ``@classLabel`` values in order (labels their 0-based positions), named by the
+    signal they stand for (``1.0`` is "I have command"); labels the archive does not describe keep their text.
     """
     if root is None:
         raise UserError("prepare_natops needs the folder holding NATOPS_TRAIN.ts and NATOPS_TEST.ts")
@@ -81,5 +85,5 @@ def prepare_natops(store_dir: str | Path, *, root: str | Path | None) -> Path:
             problems.append(Skipped(root / name, error.problem))
     class_labels = next((d.class_labels for d in parsed.values() if d.class_labels), [])
     spec = StoreSpec(dataset="natops", layout=NATOPS8, num_person=1, channels=3, source=str(root),
-                     class_names=list(class_labels))
+                     class_names=[NATOPS_SIGNALS.get(label, label) for label in class_labels])
     return write_store(store_dir, spec, _natops_items(parsed, problems, class_labels))
