@@ -138,3 +138,12 @@ def test_the_prepare_command_reads_the_release_folder(release: Path, tmp_path: P
     meta = json.loads((tmp_path / "data" / "nw_ucla" / "meta.json").read_text())
     assert (meta["num_samples"], meta["num_person"], meta["num_joints"]) == (1484, 1, 20)
     assert meta["source"] == str(release / "all_sqe")
+
+
+def test_the_recipe_composes_to_a_cross_view_joint_stream_model(compose) -> None:
+    cfg = compose(["experiment=nw_ucla"])
+    assert (cfg.dataset.name, cfg.split.name, cfg.dataset.stream) == ("nw_ucla", "xview", None)
+    assert cfg.dataset.prepare._target_ == "asgcn_lightning.data.sources.nw_ucla.prepare_nw_ucla"
+    assert list(cfg.split.train_values) == [1, 2] and cfg.dataset.num_person == 1
+    assert not cfg.model.network.use_alinks and cfg.model.aim is None
+    assert max(cfg.model.scheduler.schedule.milestones) < cfg.trainer.max_epochs
