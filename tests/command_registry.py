@@ -242,6 +242,7 @@ TINY_SHRINK = tuple(o for o in SHRINK if not o.startswith("trainer.max_epochs"))
 DEFAULT_SHRINK = ("model.aim.pretrain_epochs=1", "trainer.max_epochs=2", *TINY_SHRINK)
 CKPT = {"<ckpt>": "{tiny_ckpt}"}
 POSE_CKPT = {"<ckpt>": "{openpose_ckpt}"}
+PREPARE_NW_UCLA = "python -m asgcn_lightning.prepare dataset=nw_ucla dataset.raw_dir=<folder of all_sqe JSON>"
 BENCH = "the benchmark measures minutes of training and the demo on full-size inputs: beyond the suite's budget"
 
 REGISTRY: dict[str, Runs | Fails | NotRun] = {
@@ -299,6 +300,8 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
     "python train.py dataset=kinetics_skeleton split=predefined": Runs(
         trained, shrink=SMALL, after=(PREPARE_KINETICS,)),
     "python train.py dataset=natops split=predefined dataset.root=<folder>": Runs(trained, subs=NATOPS, shrink=SMALL),
+    PREPARE_NW_UCLA: Runs(prepared, subs={"<folder of all_sqe JSON>": "{nw_ucla_raw}"}),
+    "python train.py experiment=nw_ucla": Runs(trained, shrink=SHRINK, after=(PREPARE_NW_UCLA,)),
     "python -m asgcn_lightning.prepare dataset=kinetics_skeleton dataset.root=/data/my_clips": Runs(
         prepared, subs={"/data/my_clips": "{kinetics_clips}"}),
     "python train.py dataset=kinetics_skeleton split=random": Runs(

@@ -10,6 +10,7 @@ import pickle
 import re
 import shutil
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,12 @@ class Workspace:
 
     def _natops_root(self) -> Path:
         return FIXTURES_DIR / "natops"
+
+    def _nw_ucla_raw(self) -> Path:
+        """The real Northwestern-UCLA release, extracted: its ``all_sqe`` folder of 1,484 JSON sequences."""
+        with tarfile.open(FIXTURES_DIR / "nw_ucla" / "NW-UCLA.tar.xz") as tar:
+            tar.extractall(self.sources, filter="data")
+        return self.sources / "NW-UCLA" / "all_sqe"
 
     def _clip(self) -> Path:
         shutil.copy(FIXTURES_DIR / "video" / "ta_chi.mp4", self.checkout / "clip.mp4")
