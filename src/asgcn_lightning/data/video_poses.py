@@ -143,7 +143,7 @@ def _read_marker(marker: Path) -> dict[str, Any]:
     """A finished video's record; an unreadable marker (a killed write) means the video is redone."""
     try:
         content = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return {}
     return content if isinstance(content, dict) else {}
 
