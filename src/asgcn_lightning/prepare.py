@@ -13,6 +13,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from asgcn_lightning.atomic import temporary_sibling
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.data.provenance import prepare_store
 from asgcn_lightning.data.sources.losses import loss_policy
@@ -22,14 +23,17 @@ from asgcn_lightning.schemas import LossPolicy
 
 
 def check_store_dir(store_dir: Path) -> None:
-    """A store folder whose parent cannot be made or written is a one-line error before any parsing."""
+    """A store folder that cannot be made or written is a one-line error before any parsing."""
+    existing = next(p for p in (store_dir, *store_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"dataset.store_dir={store_dir}: {existing} is a file, not a folder")
+    probe = temporary_sibling(store_dir, "probe")
     try:
-        store_dir.parent.mkdir(parents=True, exist_ok=True)
+        probe.mkdir(parents=True)
+        probe.rmdir()
     except OSError as error:
-        raise UserError(f"dataset.store_dir={store_dir}: cannot create {store_dir.parent} "
+        raise UserError(f"dataset.store_dir={store_dir}: cannot write in {store_dir.parent} "
                         f"({error.strerror or error})") from None
-    if store_dir.exists() and not store_dir.is_dir():
-        raise UserError(f"dataset.store_dir={store_dir}: a file, not a folder")
 
 
 def prepare(cfg: DictConfig) -> SkeletonStore:

@@ -90,7 +90,8 @@ def _check_edition(edition: int) -> None:
 # -- preparation ------------------------------------------------------------------------------------
 def _prepare_file(path: str) -> tuple[np.ndarray | None, int, str]:
     """Worker: one file → (frames, actors, "") or (None, 0, problem) for a file that cannot be read."""
-    result = read_or_skip(path, lambda: actor_sequence(read_ntu_skeleton(path)))
+    with np.errstate(all="ignore"):  # absurd values overflow to inf, which the store writer reports
+        result = read_or_skip(path, lambda: actor_sequence(read_ntu_skeleton(path)))
     if isinstance(result, Skipped):
         return None, 0, result.reason
     frames, actors = result

@@ -251,6 +251,8 @@ def prepare_openpose_folder(
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder of OpenPose output")
+    if image_size is not None and (len(image_size) != 2 or not all(0 < float(v) < float("inf") for v in image_size)):
+        raise UserError(f"image_size {list(image_size)}: give the videos' [width, height] in pixels, both positive")
     if layout is not None and layout not in OPENPOSE_LAYOUTS:
         raise UserError(f"layout {layout!r}: OpenPose output is one of {sorted(OPENPOSE_LAYOUTS)}")
     names, entries, skipped = (_folder_entries(root, class_names) if labels is None

@@ -186,7 +186,8 @@ def _add(writer: StoreWriter, checks: _Checks, sample: Sample) -> None:
         frames = np.asarray(sample.frames, dtype=np.float32)
     problem = None if frames.ndim != 4 else unstorable(frames)
     if problem:
-        name = sample.record.name if source == sample.record.name else f"{source} ({sample.record.name})"
+        same = sample.record.name in (source, Path(source).stem)
+        name = source if same else f"{source} ({sample.record.name})"
         writer.skip(name, problem)
         checks.tally.skipped(source, problem, sample.record.label, part=source != sample.record.name)
         return
