@@ -280,6 +280,22 @@ def test_absurd_kinetics_labels_are_skipped_without_building_classes(tmp_path: P
     assert "label_index 100000000 is outside the 100001 classes" in skipped_reasons(store)[str(root / clips[0][0])]
 
 
+def test_kinetics_frame_index_of_a_billion_is_one_skipped_clip(tmp_path: Path, fixtures_dir: Path) -> None:
+    """Gaps become empty frames, so an unbounded frame_index would build a billion-frame clip."""
+    root = tmp_path / "clips"
+    root.mkdir()
+    clips = _short_clips(fixtures_dir)
+    for name, content in clips:
+        (root / name).write_text(json.dumps(content))
+    name, content = clips[1]
+    content["data"][-1]["frame_index"] = 10**9
+    (root / name).write_text(json.dumps(content))
+    with loss_policy(ACCEPT):
+        store = SkeletonStore(prepare_kinetics_skeleton(tmp_path / "store", root=root))
+    assert "frame_index 1000000000 is outside 1..100000" in skipped_reasons(store)[str(root / name)]
+    assert name.removesuffix(".json") not in store.index["name"].tolist()
+
+
 def test_duplicate_sample_names_are_refused(tmp_path: Path) -> None:
     spec = StoreSpec(dataset="toy", layout=NTU25, num_person=1, channels=3, source="toy", class_names=["a"])
     frames = np.ones((2, 1, 25, 3), np.float32)

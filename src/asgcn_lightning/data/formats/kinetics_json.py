@@ -18,6 +18,9 @@ import numpy as np
 from asgcn_lightning.errors import DataFormatError
 
 KINETICS_JOINTS = 18
+# numbering gaps become empty frames, so a clip's length is its largest frame_index: bounded, so that
+# one absurd number cannot make a clip of a billion frames (the release's clips hold 300)
+MAX_FRAME_INDEX = 100_000
 
 
 @dataclass
@@ -58,8 +61,8 @@ def read_kinetics_clip(path: str | Path) -> KineticsClip:
             people = [_person(entry_person) for entry_person in entry["skeleton"]]
         except (KeyError, TypeError, ValueError) as error:
             raise DataFormatError(path, f"bad frame entry {str(entry)[:80]!r} ({error})") from None
-        if index < 1:
-            raise DataFormatError(path, f"frame_index {index} is not 1-based")
+        if not 1 <= index <= MAX_FRAME_INDEX:
+            raise DataFormatError(path, f"frame_index {index} is outside 1..{MAX_FRAME_INDEX}")
         by_index[index] = np.stack(people) if people else np.zeros((0, KINETICS_JOINTS, 3), np.float32)
     length = max(by_index, default=0)
     empty = np.zeros((0, KINETICS_JOINTS, 3), np.float32)
