@@ -258,13 +258,13 @@ def test_mads_release_from_videos_routes_the_camera_videos(
     data = mads_release / "MADS_multiview" / "MADS" / "multi_view_data"
     calls = []
 
-    def fake_tree(root: Path, store_dir: Path, *, size: object = None) -> Path:
+    def fake_tree(root: Path, store_dir: Path, *, size: object = None) -> tuple[Path, list[tuple[Path, str]]]:
         calls.append((Path(root), size))
         json_root = Path(store_dir).with_name(f"{Path(store_dir).name}_openpose")
         for (category, sequence, camera), kick in MADS_RELEASE.items():
             if (Path(root) / category / f"{category}_{sequence}_C{camera}.avi").is_file():
                 _release_json(json_root / category, f"{category}_{sequence}_C{camera}", kick, kicks)
-        return json_root
+        return json_root, []
 
     monkeypatch.setattr(video_poses, "openpose_tree_from_videos", fake_tree)
     store = SkeletonStore(prepare_mads(tmp_path / "store", root=mads_release, layout="release", source="video",

@@ -117,14 +117,15 @@ def prepare_mads(
     if layout == "release":
         return prepare_mads_release(store_dir, root, level=level, window=window, stride=stride, source=source,
                                      num_person=num_person, image_size=image_size, gt_layout=gt_layout)
+    failed: list[tuple[Path, str]] = []
     if source == "video":
-        root = video_poses.openpose_tree_from_videos(root, store_dir, size=image_size)
+        root, failed = video_poses.openpose_tree_from_videos(root, store_dir, size=image_size)
     names, actions = _mads_actions(root, level)
     if source == "gt3d":
         return _prepare_mads_gt3d(store_dir, root, names, actions, level=level, window=window, stride=stride,
                                   gt_layout=gt_layout)
     videos: list[OpenPoseVideo] = []
-    stray: list[Skipped] = []
+    stray = [Skipped(path, problem) for path, problem in failed]
     for category, action in actions:
         label = names.index(category if level == "category" else f"{category}/{action.name}")
         for camera_dir in sorted(p for p in action.iterdir() if p.is_dir() and p.name != "gt3d"):

@@ -115,11 +115,12 @@ def prepare_mads_release(
     if source == "gt3d":
         return _prepare_mads_release_gt3d(store_dir, folder, level=level, window=window, stride=stride,
                                           gt_layout=gt_layout)
+    failed: list[tuple[Path, str]] = []
     if source == "video":  # the JSON lands flat in a mirror of the category folders, which reads the same
-        folder = video_poses.openpose_tree_from_videos(folder, store_dir, size=image_size)
+        folder, failed = video_poses.openpose_tree_from_videos(folder, store_dir, size=image_size)
     categories = _mads_release_categories(folder)
     found: list[tuple[SampleRecord, str, list[Path]]] = []  # (identity, sequence, frame files)
-    stray: list[Skipped] = []
+    stray = [Skipped(path, problem) for path, problem in failed]
     taken: set[str] = set()
     for subject, category in enumerate(categories, start=1):  # one performer per category
         grouped, unmatched = grouped_videos(category, "")

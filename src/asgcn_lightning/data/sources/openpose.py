@@ -235,6 +235,7 @@ def prepare_openpose_folder(
     class_names: Sequence[str] | None = None,
     layout: str | None = None,
     dataset: str = "openpose_folder",
+    left_out: Sequence[tuple[Path, str]] = (),
 ) -> Path:
     """Any folder of OpenPose per-frame JSON → a store of (x, y, confidence) samples.
 
@@ -244,7 +245,8 @@ def prepare_openpose_folder(
     ``image_size`` ``(width, height)`` centres pixels by the frame; without it each sample is
     centred on its own people. ``window``/``stride`` cut long recordings into overlapping samples.
     ``layout`` (``openpose25`` or ``coco18``) is, when not given, the body model most videos use;
-    videos of the other one are skipped and listed.
+    videos of the other one are skipped and listed. ``left_out``: ``(file, problem)`` of sources
+    that never became JSON (undecodable videos), listed and counted with the rest.
     """
     if root is None:
         raise UserError("prepare_openpose_folder needs the folder of OpenPose output (dataset.root=...)")
@@ -257,6 +259,7 @@ def prepare_openpose_folder(
         raise UserError(f"layout {layout!r}: OpenPose output is one of {sorted(OPENPOSE_LAYOUTS)}")
     names, entries, skipped = (_folder_entries(root, class_names) if labels is None
                                else _labelled_entries(root, labels, class_names))
+    skipped += [Skipped(path, problem) for path, problem in left_out]
     videos: list[OpenPoseVideo] = []
     for name, files, label in entries:
         index = names.index(label) if label in names else int(label) if label.isdigit() else -1

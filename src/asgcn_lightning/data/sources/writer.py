@@ -19,7 +19,7 @@ import numpy as np
 
 from asgcn_lightning.data.sources.losses import InputTally, current_loss_policy
 from asgcn_lightning.data.store import SampleRecord, StoreWriter
-from asgcn_lightning.errors import DataFormatError, UserError
+from asgcn_lightning.errors import UserError, describe_error
 from asgcn_lightning.schemas import LossPolicy
 from asgcn_lightning.skeleton.layouts import Layout
 
@@ -71,18 +71,6 @@ class StoreSpec:
     source: str
     class_names: list[str] = field(default_factory=list)
     splits: dict[str, int] = field(default_factory=dict)
-
-
-def describe_error(error: BaseException) -> str:
-    """One line for any exception a reader raised on one file."""
-    if isinstance(error, DataFormatError):
-        return error.problem
-    if isinstance(error, RecursionError):
-        return "nested too deeply to read (RecursionError)"
-    if isinstance(error, MemoryError):
-        return "too large to read into memory (MemoryError)"
-    text = str(error).splitlines()[0][:200] if str(error) else ""
-    return f"cannot be read ({type(error).__name__}{': ' + text if text else ''})"
 
 
 def read_or_skip(source: str | Path, read: Callable[[], T], *, part_of: str | None = None,
