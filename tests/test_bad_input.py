@@ -160,7 +160,7 @@ def test_openpose_layout_tie_names_the_option(tmp_path: Path, kicks: Path) -> No
     _kick(kicks, 1, tmp_path / "raw" / "curl", coco=True)
     _kick(kicks, 2, tmp_path / "raw" / "laces")
     with pytest.raises(UserError, match=r"as many videos are .* \(1 each\); say which to keep with "
-                                        r"\+dataset\.prepare\.layout=coco18 or \+dataset\.prepare\.layout=openpose25"):
+                                        r"dataset\.prepare\.layout=coco18 or dataset\.prepare\.layout=openpose25"):
         prepare_openpose_folder(tmp_path / "store", root=tmp_path / "raw")
     with loss_policy(ACCEPT):  # the BODY_25 video, and with it the class 'laces', is left out
         store = SkeletonStore(prepare_openpose_folder(tmp_path / "store", root=tmp_path / "raw", layout="coco18"))
