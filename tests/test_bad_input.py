@@ -346,23 +346,29 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
-def test_kill_9_of_a_preparation_leaves_no_worker_behind(tmp_path: Path, fixtures_dir: Path) -> None:
+def _parsing(tmp_path: Path, fixtures_dir: Path) -> tuple[subprocess.Popen, set[int]]:
+    """A real NTU preparation with two parse workers, and its child processes once they run."""
     raw = tmp_path / "raw"
     raw.mkdir()
     source = fixtures_dir / "ntu" / "skeletons" / f"{NTU_NAME.format(1)}.skeleton"
-    for sample in range(1000):  # long enough to be killed while its workers parse
+    for sample in range(1000):  # long enough to be caught while its workers parse
         (raw / f"S001C001P{sample // 100 + 1:03d}R{sample % 100 + 1:03d}A001.skeleton").symlink_to(source)
     process = subprocess.Popen([sys.executable, "-m", "asgcn_lightning.prepare", "dataset=ntu60",
                                 f"dataset.raw_dir={raw}", "dataset.prepare.num_workers=2",
                                 f"dataset.store_dir={tmp_path}/store", f"hydra.run.dir={tmp_path}/run"],
-                               cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     workers: set[int] = set()
     deadline = time.monotonic() + 240
     while len(workers) < 2 and process.poll() is None and time.monotonic() < deadline:
         workers = _children(process.pid)
         time.sleep(0.05)
     assert len(workers) >= 2, "the preparation ended before its parse workers could be seen"
+    return process, workers
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_kill_9_of_a_preparation_leaves_no_worker_behind(tmp_path: Path, fixtures_dir: Path) -> None:
+    process, workers = _parsing(tmp_path, fixtures_dir)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     deadline = time.monotonic() + 60
@@ -372,3 +378,16 @@ def test_kill_9_of_a_preparation_leaves_no_worker_behind(tmp_path: Path, fixture
     for pid in survivors:  # leave the machine clean even when the test fails
         os.kill(pid, signal.SIGKILL)
     assert not survivors
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process tree from /proc")
+def test_a_killed_parse_worker_is_one_line_and_keeps_no_half_store(tmp_path: Path, fixtures_dir: Path) -> None:
+    process, workers = _parsing(tmp_path, fixtures_dir)
+    worker = next(pid for pid in sorted(workers)
+                  if b"resource_tracker" not in (Path("/proc") / str(pid) / "cmdline").read_bytes())
+    os.kill(worker, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == ("error: a parse worker process was killed from outside (out of "
+                                               "memory?), so the preparation stopped; the previous store is unchanged")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw", "run"]

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from importlib import resources
 from pathlib import Path
 
@@ -139,13 +140,17 @@ def _ntu_items(paths: Sequence[Path], edition: int, wanted: set[int], subset: bo
         console().print(f"ignoring {outside} files outside NTU-{edition}{' or the class subset' if subset else ''}")
     with contextlib.ExitStack() as cleanup:
         results = _results([str(path) for path, _ in jobs], num_workers, cleanup)
-        for (path, record), (frames, actors, problem) in track(zip(jobs, results, strict=True),
-                                                               f"parsing NTU-{edition} skeletons", total=len(jobs)):
-            if frames is None:
-                yield Skipped(path, problem, label=record.label)
-            else:
-                record.bodies = actors
-                yield Sample(record, frames, source=str(path))
+        try:
+            for (path, record), (frames, actors, problem) in track(zip(jobs, results, strict=True),
+                                                                   f"parsing NTU-{edition} skeletons", total=len(jobs)):
+                if frames is None:
+                    yield Skipped(path, problem, label=record.label)
+                else:
+                    record.bodies = actors
+                    yield Sample(record, frames, source=str(path))
+        except BrokenProcessPool:  # a worker killed from outside (the kernel's out-of-memory killer, kill)
+            raise UserError("a parse worker process was killed from outside (out of memory?), so the preparation "
+                            "stopped; the previous store is unchanged") from None
 
 
 def prepare_ntu(
