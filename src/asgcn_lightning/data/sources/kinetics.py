@@ -70,12 +70,10 @@ def _clip_items(parts: list[tuple[Path, Path | None, int]], spec: StoreSpec,
                 continue
             seen_names.setdefault(index, label or f"class_{index}")
             record = SampleRecord(name=clip.name, label=index, setup=setup)
-            tracks = read_or_skip(path, lambda clip=clip: track_people(clip.frames), label=index)
-            if isinstance(tracks, Skipped):
-                yield tracks
-                continue
-            yield from people_windows(record, tracks, str(path), num_person=spec.num_person,
-                                      window=None, stride=None, image_size=(1.0, 1.0))
+            windows = read_or_skip(path, lambda clip=clip, record=record, path=path: list(people_windows(
+                record, track_people(clip.frames), str(path), num_person=spec.num_person, window=None, stride=None,
+                image_size=(1.0, 1.0))), label=index)
+            yield from [windows] if isinstance(windows, Skipped) else windows
     count = max(num_classes or 0, max(seen_names, default=-1) + 1)
     spec.class_names[:] = [seen_names.get(i, f"class_{i}") for i in range(count)]
 

@@ -128,12 +128,10 @@ def openpose_video_items(
         skipped: list[Skipped] = []
         frames = _video_frames(video, spec.layout, skipped)
         yield from skipped
-        tracks = read_or_skip(name, lambda frames=frames: track_people(frames), label=label)
-        if isinstance(tracks, Skipped):
-            yield tracks
-            continue
-        yield from people_windows(video.record, tracks, name, num_person=spec.num_person, window=window,
-                                  stride=stride, image_size=size)
+        windows = read_or_skip(name, lambda video=video, frames=frames, name=name: list(people_windows(
+            video.record, track_people(frames), name, num_person=spec.num_person, window=window, stride=stride,
+            image_size=size)), label=label)
+        yield from [windows] if isinstance(windows, Skipped) else windows
 
 
 def read_label_table(path: Path) -> dict[str, str]:

@@ -96,7 +96,8 @@ def unstorable(frames: np.ndarray) -> str | None:
 
 def refuse_empty_classes(class_names: Sequence[str], labels: Iterable[int], where: str | Path) -> None:
     """A class of ``class_names`` that no input is labelled with is an error naming it (before any parsing)."""
-    empty = [name for index, name in enumerate(class_names) if index not in set(labels)]
+    present = set(labels)
+    empty = [name for index, name in enumerate(class_names) if index not in present]
     if empty:
         shown = ", ".join(map(repr, empty[:10])) + (f" and {len(empty) - 10} more" if len(empty) > 10 else "")
         raise UserError(f"{where}: no input for the class{'es' if len(empty) > 1 else ''} {shown}; "
