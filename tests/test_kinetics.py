@@ -16,8 +16,10 @@ from pose_helpers import skipped_reasons
 
 from asgcn_lightning.data.formats.kinetics_json import read_kinetics_clip
 from asgcn_lightning.data.sources.kinetics import prepare_kinetics_skeleton
+from asgcn_lightning.data.sources.losses import loss_policy
 from asgcn_lightning.data.store import SkeletonStore
 from asgcn_lightning.errors import UserError
+from asgcn_lightning.schemas import LossPolicy
 
 # what the README's commands are run with here: a small model, one epoch, one thread
 SHRINK = ["model=tiny", "trainer.max_epochs=1", "torch_threads=1"]
@@ -61,7 +63,8 @@ def test_kinetics_release_layout_splits_and_skips(tmp_path: Path, fixtures_dir: 
     clips = sorted((fixtures_dir / "kinetics_skeleton").glob("*.json"))
     release_tree(tmp_path, clips, has_skeleton=False)
     (tmp_path / "kinetics_train" / "broken.json").write_text('{"data": [{"frame_index": 1}]}')
-    store = SkeletonStore(prepare_kinetics_skeleton(tmp_path / "store", root=tmp_path))
+    with loss_policy(LossPolicy(accept=True)):  # one clip of seven is broken
+        store = SkeletonStore(prepare_kinetics_skeleton(tmp_path / "store", root=tmp_path))
     assert collections.Counter(store.index["setup"].tolist()) == {1: 4, 2: 2}
     skipped = skipped_reasons(store)
     assert "bad frame entry" in skipped[str(tmp_path / "kinetics_train" / "broken.json")]

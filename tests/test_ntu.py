@@ -10,6 +10,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from asgcn_lightning.data.formats.ntu_skeleton import BodyTrack, NtuSkeletonFile, read_ntu_skeleton
+from asgcn_lightning.data.sources.losses import loss_policy
 from asgcn_lightning.data.sources.ntu import (
     MISSING_REASON,
     SPLIT_FIELDS,
@@ -22,6 +23,7 @@ from asgcn_lightning.data.sources.ntu import (
 from asgcn_lightning.data.sources.ntu_bodies import actor_sequence, motion_energy, select_actors, spurious_reason
 from asgcn_lightning.data.store import SKIPPED_FILE, SkeletonStore, StoreWriter
 from asgcn_lightning.errors import DataFormatError, UserError
+from asgcn_lightning.schemas import LossPolicy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOISY = range(24, 30)  # A024-A029 carry a spurious second body
@@ -325,8 +327,9 @@ def raw_dir(skeleton_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture(scope="module")
 def store(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> SkeletonStore:
-    return prepare_ntu(tmp_path_factory.mktemp("stores") / "ntu60", raw_dir=raw_dir, edition=60,
-                       num_workers=2)
+    with loss_policy(LossPolicy(accept=True)):  # an eighth of the folder is broken on purpose
+        return prepare_ntu(tmp_path_factory.mktemp("stores") / "ntu60", raw_dir=raw_dir, edition=60,
+                           num_workers=2)
 
 
 def test_prepared_store_meta_and_records(store: SkeletonStore) -> None:

@@ -23,6 +23,7 @@ from asgcn_lightning.data.formats.openpose_json import (
 )
 from asgcn_lightning.data.formats.pyskl_pickle import load_pyskl_pickle
 from asgcn_lightning.data.formats.uea_ts import read_ts
+from asgcn_lightning.data.sources.losses import loss_policy
 from asgcn_lightning.data.sources.natops import prepare_natops
 from asgcn_lightning.data.sources.openpose import prepare_openpose_folder
 from asgcn_lightning.data.sources.pyskl import prepare_pyskl
@@ -35,6 +36,7 @@ from asgcn_lightning.data.tracking import (
 )
 from asgcn_lightning.data.windows import window_starts
 from asgcn_lightning.errors import DataFormatError, UserError
+from asgcn_lightning.schemas import LossPolicy
 from asgcn_lightning.skeleton.layouts import make_layout
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "dataset"
@@ -220,8 +222,9 @@ def test_pyskl_pickle_round_trips(tmp_path: Path, dimensions: int) -> None:
     content = _pyskl_file(tmp_path / "anno.pkl", dimensions, np.random.default_rng(dimensions))
     splits, annotations = load_pyskl_pickle(tmp_path / "anno.pkl")
     assert splits["xsub_val"] == [a.frame_dir for a in annotations[4:]]
-    store = SkeletonStore(prepare_pyskl(tmp_path / "store", path=tmp_path / "anno.pkl",
-                                        split_train="xsub_train", split_test="xsub_val"))
+    with loss_policy(LossPolicy(accept=True)):
+        store = SkeletonStore(prepare_pyskl(tmp_path / "store", path=tmp_path / "anno.pkl",
+                                            split_train="xsub_train", split_test="xsub_val"))
     assert store.meta.channels == 3 and len(store) == 6
     assert store.meta.layout == ("coco17" if dimensions == 2 else "ntu25")
     assert store.index["setup"].tolist() == [1, 1, 1, 1, 2, 2]
@@ -262,8 +265,9 @@ def test_pyskl_bad_input(tmp_path: Path) -> None:
     content["annotations"][1]["keypoint"] = content["annotations"][1]["keypoint"][:, :, :10]
     content["annotations"][1]["keypoint_score"] = content["annotations"][1]["keypoint_score"][:, :, :10]
     (tmp_path / "anno.pkl").write_bytes(pickle.dumps(content))
-    store = SkeletonStore(prepare_pyskl(tmp_path / "store", path=tmp_path / "anno.pkl",
-                                        split_train="xsub_train", split_test="xsub_val"))
+    with loss_policy(LossPolicy(accept=True)):
+        store = SkeletonStore(prepare_pyskl(tmp_path / "store", path=tmp_path / "anno.pkl",
+                                            split_train="xsub_train", split_test="xsub_val"))
     assert len(store) == 5 and "differs" in skipped_reasons(store)[f"{tmp_path / 'anno.pkl'}:S001C001P001R001A002"]
 
 
@@ -336,7 +340,10 @@ def test_natops_with_a_malformed_file_records_it(tmp_path: Path, fixtures_dir: P
     root.mkdir()
     shutil.copy(fixtures_dir / "natops" / "NATOPS_TRAIN.ts", root)
     (root / "NATOPS_TEST.ts").write_text("@classLabel true 1.0\n@data\n1,2:3,4:1.0\n")
-    store = SkeletonStore(prepare_natops(tmp_path / "store", root=root))
+    with pytest.raises(UserError, match=r"no sample of the split 'NATOPS_TEST\.ts'; .*1 × 2 channels, expected 24"):
+        prepare_natops(tmp_path / "store", root=root)
+    with loss_policy(LossPolicy(accept=True)):
+        store = SkeletonStore(prepare_natops(tmp_path / "store", root=root))
     assert len(store) == 180 and set(store.index["setup"].tolist()) == {1}
     assert "channels, expected 24" in skipped_reasons(store)[str(root / "NATOPS_TEST.ts")]
     with pytest.raises(UserError, match=r"missing NATOPS_TRAIN\.ts"):

@@ -15,10 +15,12 @@ import pytest
 
 from asgcn_lightning.data.formats.openpose_json import layout_of_frame, read_openpose_folder, read_openpose_frame
 from asgcn_lightning.data.pose_backend import BLAZEPOSE_LANDMARKS, blazepose_to_body25, import_video_dependency
+from asgcn_lightning.data.sources.losses import loss_policy
 from asgcn_lightning.data.sources.mads import prepare_mads
 from asgcn_lightning.data.store import SkeletonStore
 from asgcn_lightning.data.video import clip_ranges, output_size, parse_size, probe_video, read_frames, split_video
 from asgcn_lightning.errors import DataFormatError, UserError
+from asgcn_lightning.schemas import LossPolicy
 from asgcn_lightning.skeleton.layouts import OPENPOSE25
 
 J = OPENPOSE25.index
@@ -165,7 +167,11 @@ def test_video_folder_preparer_and_its_cache(ta_chi_clips: dict[str, list[Path]]
         (root / label).mkdir(parents=True)
         shutil.copy(ta_chi_clips["1s"][clip], root / label)
     (root / "push" / "broken.mp4").write_text("not a video")
-    store = SkeletonStore(prepare_video_folder(tmp_path / "store", root=root, size=(340, 256)))
+    with pytest.raises(UserError, match=r"lost 1 of 3 inputs .*1 × not a video FFmpeg .* can decode"):
+        prepare_video_folder(tmp_path / "store", root=root, size=(340, 256))
+    with loss_policy(LossPolicy(accept=True)):  # the poses of the two videos are reused from the cache
+        store = SkeletonStore(prepare_video_folder(tmp_path / "store", root=root, size=(340, 256)))
+    assert "not a video" in store.meta.skipped[0]["reason"]
     assert store.meta.class_names == ["push", "wave"] and store.meta.layout == "openpose25"
     assert len(store) == 2 and store.frame_shape == (1, 25, 3)
     assert sorted(store.record(i).name for i in range(2)) == ["push/ta_chi_clip000", "wave/ta_chi_clip005"]

@@ -29,6 +29,18 @@ class DataFormatError(UserError):
         self.problem = problem
 
 
+def describe_error(error: BaseException) -> str:
+    """One line for any exception a reader raised on one file."""
+    if isinstance(error, DataFormatError):
+        return error.problem
+    if isinstance(error, RecursionError):
+        return "nested too deeply to read (RecursionError)"
+    if isinstance(error, MemoryError):
+        return "too large to read into memory (MemoryError)"
+    text = str(error).splitlines()[0][:200] if str(error) else ""
+    return f"cannot be read ({type(error).__name__}{': ' + text if text else ''})"
+
+
 def find_user_error(error: BaseException | None) -> UserError | None:
     """The :class:`UserError` behind ``error``, also when a library (Hydra's instantiate) wrapped it."""
     seen: set[int] = set()

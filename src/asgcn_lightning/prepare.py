@@ -2,6 +2,7 @@
 
 Reads the source files named in the data set's config (``dataset.prepare``), writes the prepared
 store to ``dataset.store_dir`` atomically and prints what was stored and which files were skipped.
+A preparation that loses more than ``losses`` allows fails instead (docs/bad_input.md).
 """
 
 from __future__ import annotations
@@ -10,13 +11,30 @@ from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from asgcn_lightning.atomic import temporary_sibling
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.data.provenance import prepare_store
+from asgcn_lightning.data.sources.losses import loss_policy
 from asgcn_lightning.data.store import SkeletonStore, print_prepare_summary
 from asgcn_lightning.errors import UserError, exit_on_user_error
 from asgcn_lightning.runtime import show_library_chatter
+from asgcn_lightning.schemas import LossPolicy
+
+
+def check_store_dir(store_dir: Path) -> None:
+    """A store folder that cannot be made or written is a one-line error before any parsing."""
+    existing = next(p for p in (store_dir, *store_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"dataset.store_dir={store_dir}: {existing} is a file, not a folder")
+    probe = temporary_sibling(store_dir, "probe")
+    try:
+        probe.mkdir(parents=True)
+        probe.rmdir()
+    except OSError as error:
+        raise UserError(f"dataset.store_dir={store_dir}: cannot write in {store_dir.parent} "
+                        f"({error.strerror or error})") from None
 
 
 def prepare(cfg: DictConfig) -> SkeletonStore:
@@ -25,7 +43,12 @@ def prepare(cfg: DictConfig) -> SkeletonStore:
     if cfg.dataset.get("prepare") is None:
         raise UserError(f"data set {cfg.dataset.name!r} has no prepare step")
     store_dir = Path(cfg.dataset.store_dir)
-    prepare_store(instantiate(cfg.dataset.prepare), store_dir)
+    check_store_dir(store_dir)
+    policy = OmegaConf.to_object(cfg.losses) if "losses" in cfg else LossPolicy()
+    if not 0 <= policy.max_skipped_share <= 1:
+        raise UserError(f"losses.max_skipped_share={policy.max_skipped_share}: a share between 0 and 1")
+    with loss_policy(policy):
+        prepare_store(instantiate(cfg.dataset.prepare), store_dir)
     store = SkeletonStore(store_dir)
     print_prepare_summary(store)
     return store

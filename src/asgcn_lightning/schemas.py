@@ -74,7 +74,19 @@ class LrScalingConfig:
     factor: float | None = None
 
 
-SCHEMAS = {"transfer": TransferConfig, "aim": AimConfig, "lr_scaling": LrScalingConfig}
+@dataclass
+class LossPolicy:
+    """``losses``: how much a preparation may lose before it fails instead of writing the store (docs/bad_input.md).
+
+    A preparation fails when more than ``max_skipped_share`` of its inputs (source files, videos)
+    give no sample, or when every input of a class is skipped; ``accept`` keeps the store anyway.
+    """
+
+    max_skipped_share: float = 0.05
+    accept: bool = False
+
+
+SCHEMAS = {"transfer": TransferConfig, "aim": AimConfig, "lr_scaling": LrScalingConfig, "losses": LossPolicy}
 
 
 def register_schemas() -> None:

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -117,13 +117,17 @@ class StoreWriter:
             source=source,
             layout_spec=built.to_spec(),
         )
-        self.root.parent.mkdir(parents=True, exist_ok=True)
-        recover_folder(self.root)
         self._tmp = temporary_sibling(self.root)
-        if self._tmp.exists():
-            shutil.rmtree(self._tmp)
-        self._tmp.mkdir()
-        self._frames = open(self._tmp / FRAMES_FILE, "wb")  # noqa: SIM115 - closed in commit/abort
+        try:
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            recover_folder(self.root)
+            if self._tmp.exists():
+                shutil.rmtree(self._tmp)
+            self._tmp.mkdir()
+            self._frames = open(self._tmp / FRAMES_FILE, "wb")  # noqa: SIM115 - closed in commit/abort
+        except OSError as error:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise UserError(f"{self.root}: cannot write the store there ({error.strerror or error})") from None
         self._records: list[SampleRecord] = []
         self._offsets: list[int] = []
         self._lengths: list[int] = []
@@ -161,14 +165,8 @@ class StoreWriter:
     def commit(self) -> Path:
         """Flush everything and move the finished store into place; returns ``root``."""
         if not self._records:
-            self.abort()
-            message = f"{self.root}: no usable samples to store"
-            if self.meta.skipped:  # the reasons must survive the failed preparation
-                log = self.root.parent / f"{self.root.name}.{SKIPPED_FILE}"
-                write_atomically(log, self._skipped_log())
-                first = "; ".join(f"{Path(item['file']).name}: {item['reason']}" for item in self.meta.skipped[:3])
-                message += f" ({len(self.meta.skipped)} source files skipped, all listed in {log}; first: {first})"
-            raise UserError(message)
+            first = "; ".join(f"{Path(item['file']).name}: {item['reason']}" for item in self.meta.skipped[:3])
+            self.fail(f"{self.root}: no usable samples to store", f"first: {first}")
         self._frames.flush()
         os.fsync(self._frames.fileno())
         self._frames.close()
@@ -191,6 +189,20 @@ class StoreWriter:
         replace_folder(self._tmp, self.root)
         self._committed = True
         return self.root
+
+    def fail(self, message: str, detail: str = "") -> NoReturn:
+        """Give up: remove what was written, keep any previous store, and raise a :class:`UserError`.
+
+        The skipped sources are listed beside the store (``<store>.skipped.tsv``), so the reasons
+        survive the failed preparation; the message says where.
+        """
+        self.abort()
+        if self.meta.skipped:
+            log = self.root.parent / f"{self.root.name}.{SKIPPED_FILE}"
+            write_atomically(log, self._skipped_log())
+            message += f" ({len(self.meta.skipped)} source files skipped, all listed in {log}"
+            message += f"; {detail})" if detail else ")"
+        raise UserError(message)
 
     def abort(self) -> None:
         if not self._frames.closed:

@@ -38,7 +38,7 @@ from asgcn_lightning.data.video import (
     read_frames,
     split_video,
 )
-from asgcn_lightning.errors import DataFormatError, UserError, exit_on_user_error
+from asgcn_lightning.errors import UserError, describe_error, exit_on_user_error
 from asgcn_lightning.progress import progress_bar
 
 MARKER_SUFFIX = ".poses-done"  # not *.json, so OpenPose folder readers never mistake it for a frame
@@ -143,7 +143,7 @@ def _read_marker(marker: Path) -> dict[str, Any]:
     """A finished video's record; an unreadable marker (a killed write) means the video is redone."""
     try:
         content = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return {}
     return content if isinstance(content, dict) else {}
 
@@ -180,11 +180,11 @@ def videos_to_openpose(source: str | Path, out_dir: str | Path, settings: PoseSe
                 if save_clips:
                     split_video(path, parent, clip_seconds=settings.clip_seconds,
                                 overlap_seconds=settings.overlap_seconds, size=settings.size)
-            except DataFormatError as error:
+            except Exception as error:  # in a folder, whatever goes wrong with one video is that video's problem
                 if not source.is_dir():
                     raise
-                failed.append((path, error.problem))
-                progress.console.print(f"[yellow]skipped[/] {error}")
+                failed.append((path, describe_error(error)))
+                progress.console.print(f"[yellow]skipped[/] {path}: {describe_error(error)}")
             progress.advance(overall)
     return results, failed
 
@@ -200,13 +200,14 @@ def _check_unique_stems(paths: Sequence[Path]) -> None:
 
 
 def openpose_tree_from_videos(root: str | Path, store_dir: str | Path, *, size: Sequence[int] | None = None,
-                              model_complexity: int = SHIPPED_COMPLEXITY) -> Path:
+                              model_complexity: int = SHIPPED_COMPLEXITY) -> tuple[Path, list[tuple[Path, str]]]:
     """Pose-estimate every video below ``root`` into a mirrored tree of OpenPose JSON; returns its root.
 
     Each video's frames go, flat, into the mirror of its own folder, named after it, exactly where
     the OpenPose preparers expect OpenPose output. The tree lies next to the store, as
     ``<store_dir>_openpose``, and is kept as a cache: a rerun only processes videos that are new,
     replaced or asked for with other settings. ``size`` (width, height) resizes the frames first.
+    Returns the tree's root and the ``(video, problem)`` of the videos left out.
     """
     root = Path(root)
     if not root.is_dir():
@@ -215,8 +216,8 @@ def openpose_tree_from_videos(root: str | Path, store_dir: str | Path, *, size: 
     json_root = store_dir.with_name(f"{store_dir.name}_openpose")
     settings = PoseSettings(size=None if size is None else (int(size[0]), int(size[1])),
                             model_complexity=model_complexity, folder_per_clip=False)
-    videos_to_openpose(root, json_root, settings)
-    return json_root
+    _, failed = videos_to_openpose(root, json_root, settings)
+    return json_root, failed
 
 
 @exit_on_user_error

@@ -18,6 +18,9 @@ import numpy as np
 from asgcn_lightning.errors import DataFormatError
 
 KINETICS_JOINTS = 18
+# numbering gaps become empty frames, so a clip's length is its largest frame_index: bounded, so that
+# one absurd number cannot make a clip of a billion frames (the release's clips hold 300)
+MAX_FRAME_INDEX = 100_000
 
 
 @dataclass
@@ -41,6 +44,8 @@ def _load_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise DataFormatError(path, f"not valid JSON ({error})") from None
+    except RecursionError:
+        raise DataFormatError(path, "JSON nested too deeply to be a Kinetics-skeleton file") from None
 
 
 def read_kinetics_clip(path: str | Path) -> KineticsClip:
@@ -56,18 +61,27 @@ def read_kinetics_clip(path: str | Path) -> KineticsClip:
             people = [_person(entry_person) for entry_person in entry["skeleton"]]
         except (KeyError, TypeError, ValueError) as error:
             raise DataFormatError(path, f"bad frame entry {str(entry)[:80]!r} ({error})") from None
-        if index < 1:
-            raise DataFormatError(path, f"frame_index {index} is not 1-based")
+        if not 1 <= index <= MAX_FRAME_INDEX:
+            raise DataFormatError(path, f"frame_index {index} is outside 1..{MAX_FRAME_INDEX}")
         by_index[index] = np.stack(people) if people else np.zeros((0, KINETICS_JOINTS, 3), np.float32)
     length = max(by_index, default=0)
     empty = np.zeros((0, KINETICS_JOINTS, 3), np.float32)
     label_index = content.get("label_index")
+    label = content.get("label")
     return KineticsClip(
         name=path.stem,
         frames=[by_index.get(i, empty) for i in range(1, length + 1)],
-        label=content.get("label"),
-        label_index=None if label_index is None else int(label_index),
+        label=None if label is None else str(label),
+        label_index=None if label_index is None else class_index(path, label_index),
     )
+
+
+def class_index(path: Path, value: Any) -> int:
+    """A ``label_index`` that is an integer (``3`` or ``3.0``, never ``2.7`` or ``true``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float)
+                                                                         and not value.is_integer()):
+        raise DataFormatError(path, f"label_index {value!r} is not an integer")
+    return int(value)
 
 
 def _person(entry: dict[str, Any]) -> np.ndarray:
@@ -90,7 +104,7 @@ def read_kinetics_labels(path: str | Path) -> dict[str, tuple[str, int, bool]]:
     for video, info in content.items():
         try:
             has_skeleton = bool(info.get("has_skeleton", True))
-            labels[video] = (str(info["label"]), int(info["label_index"]), has_skeleton)
-        except (KeyError, TypeError, ValueError):
+            labels[video] = (str(info["label"]), class_index(path, info["label_index"]), has_skeleton)
+        except (KeyError, TypeError, AttributeError):
             raise DataFormatError(path, f"entry {video!r} lacks 'label'/'label_index'") from None
     return labels

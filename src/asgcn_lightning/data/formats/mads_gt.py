@@ -24,7 +24,7 @@ def is_mads_gt(path: Path) -> bool:
 
 
 def read_mads_gt(path: Path) -> np.ndarray:
-    """``GTpose2`` of a MADS ``*_GT.mat``: one joints x 3 cell per frame (mm) → ``(T, V, 3)`` metres, lost → 0.
+    """``GTpose2`` of a MADS ``*_GT.mat``: one joints x 3 cell per frame (mm) → ``(T, V, 3)`` metres, lost (NaN) → 0.
 
     An empty cell is a frame whose capture was lost entirely, kept as an all-missing frame.
     """
@@ -62,5 +62,7 @@ def read_mads_gt(path: Path) -> np.ndarray:
     if shape is None:
         raise DataFormatError(path, f"{MADS_GT_VARIABLE} holds no captured frame")
     empty = np.full(shape, np.nan)
-    sequence = np.stack([empty if f is None else f for f in frames]).astype(np.float32) / 1000.0
-    return np.nan_to_num(sequence, nan=0.0, posinf=0.0, neginf=0.0)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 is inf, which the store writer skips
+        sequence = (np.stack([empty if f is None else f for f in frames]) / 1000.0).astype(np.float32)
+    sequence[np.isnan(sequence)] = 0.0
+    return sequence

@@ -43,6 +43,8 @@ def read_openpose_frame(path: str | Path) -> np.ndarray:
         content = json.loads(text)
     except json.JSONDecodeError as error:
         raise DataFormatError(path, f"not valid JSON ({error})") from None
+    except RecursionError:
+        raise DataFormatError(path, "JSON nested too deeply to be OpenPose output") from None
     if not isinstance(content, dict) or not isinstance(content.get("people"), list):
         raise DataFormatError(path, "not OpenPose output: no 'people' list at the top level")
     people = [_person_keypoints(path, i, person) for i, person in enumerate(content["people"])]

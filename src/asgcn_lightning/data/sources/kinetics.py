@@ -13,15 +13,24 @@ from pathlib import Path
 
 from asgcn_lightning.data.formats.kinetics_json import read_kinetics_clip, read_kinetics_labels
 from asgcn_lightning.data.sources.people import people_windows
-from asgcn_lightning.data.sources.writer import TEST_SETUP, TRAIN_SETUP, Item, Skipped, StoreSpec, write_store
+from asgcn_lightning.data.sources.writer import (
+    TEST_SETUP,
+    TRAIN_SETUP,
+    Item,
+    Skipped,
+    StoreSpec,
+    read_or_skip,
+    write_store,
+)
 from asgcn_lightning.data.store import SampleRecord
 from asgcn_lightning.data.tracking import track_people
-from asgcn_lightning.errors import DataFormatError, UserError
+from asgcn_lightning.errors import UserError
 from asgcn_lightning.progress import console, track
 from asgcn_lightning.skeleton.layouts import COCO18
 
 RELEASE_PARTS = (("train", TRAIN_SETUP), ("val", TEST_SETUP))
 NO_PARTITION = -1
+MAX_CLASS_INDEX = 100_000  # without num_classes, a label_index beyond this is a typo, not a class
 
 
 def release_parts(root: Path, label_file: str | Path | None) -> list[tuple[Path, Path | None, int]]:
@@ -43,25 +52,28 @@ def _clip_items(parts: list[tuple[Path, Path | None, int]], spec: StoreSpec,
                 num_classes: int | None) -> Iterator[Item]:
     """Every clip's tracked people as one sample; the class names are filled in once all labels are seen."""
     seen_names: dict[int, str] = {}
+    limit = num_classes or MAX_CLASS_INDEX + 1
     for folder, labels_path, setup in parts:
         table = read_kinetics_labels(labels_path) if labels_path else {}
         for path in track(sorted(folder.glob("*.json")), f"{spec.dataset}: {folder.name}"):
-            try:
-                clip = read_kinetics_clip(path)
-            except DataFormatError as error:
-                yield Skipped(path, error.problem)
+            clip = read_or_skip(path, lambda path=path: read_kinetics_clip(path))
+            if isinstance(clip, Skipped):
+                yield clip
                 continue
             label, index, has_skeleton = table.get(clip.name, (clip.label, clip.label_index, True))
             if not has_skeleton:
-                yield Skipped(path, "the label file marks this clip as having no skeleton")
+                yield Skipped(path, "the label file marks this clip as having no skeleton", listed=True)
                 continue
-            if index is None or index < 0:
-                yield Skipped(path, "no label_index in the clip or the label file")
+            if index is None or not 0 <= index < limit:
+                yield Skipped(path, "no label_index in the clip or the label file" if index is None else
+                              f"label_index {index} is outside the {limit} classes (dataset.prepare.num_classes)")
                 continue
             seen_names.setdefault(index, label or f"class_{index}")
             record = SampleRecord(name=clip.name, label=index, setup=setup)
-            yield from people_windows(record, track_people(clip.frames), str(path), num_person=spec.num_person,
-                                      window=None, stride=None, image_size=(1.0, 1.0))
+            windows = read_or_skip(path, lambda clip=clip, record=record, path=path: list(people_windows(
+                record, track_people(clip.frames), str(path), num_person=spec.num_person, window=None, stride=None,
+                image_size=(1.0, 1.0))), label=index)
+            yield from [windows] if isinstance(windows, Skipped) else windows
     count = max(num_classes or 0, max(seen_names, default=-1) + 1)
     spec.class_names[:] = [seen_names.get(i, f"class_{i}") for i in range(count)]
 
@@ -92,5 +104,7 @@ def prepare_kinetics_skeleton(
     if parts[0][2] == NO_PARTITION:
         console().print(f"{root}: one folder of clips, without the release's kinetics_train/ and kinetics_val/, "
                         "so no train/val partition: train with split=random", soft_wrap=True)
-    spec = StoreSpec(dataset="kinetics_skeleton", layout=COCO18, num_person=num_person, channels=3, source=str(root))
+    splits = {f"{folder.name}/": setup for folder, _, setup in parts if setup != NO_PARTITION}
+    spec = StoreSpec(dataset="kinetics_skeleton", layout=COCO18, num_person=num_person, channels=3, source=str(root),
+                     splits=splits)
     return write_store(store_dir, spec, _clip_items(parts, spec, num_classes))

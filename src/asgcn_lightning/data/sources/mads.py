@@ -25,9 +25,16 @@ from asgcn_lightning.data.sources.mads_common import (
 )
 from asgcn_lightning.data.sources.mads_release import prepare_mads_release
 from asgcn_lightning.data.sources.openpose import STRAY_REASON, OpenPoseVideo
-from asgcn_lightning.data.sources.writer import Item, Skipped, StoreSpec, write_store
+from asgcn_lightning.data.sources.writer import (
+    Item,
+    Skipped,
+    StoreSpec,
+    read_or_skip,
+    refuse_empty_classes,
+    write_store,
+)
 from asgcn_lightning.data.store import SampleRecord
-from asgcn_lightning.errors import UserError
+from asgcn_lightning.errors import DataFormatError, UserError
 from asgcn_lightning.progress import track
 from asgcn_lightning.skeleton.layouts import Layout, make_layout
 
@@ -110,34 +117,37 @@ def prepare_mads(
     if layout == "release":
         return prepare_mads_release(store_dir, root, level=level, window=window, stride=stride, source=source,
                                      num_person=num_person, image_size=image_size, gt_layout=gt_layout)
+    failed: list[tuple[Path, str]] = []
     if source == "video":
-        root = video_poses.openpose_tree_from_videos(root, store_dir, size=image_size)
+        root, failed = video_poses.openpose_tree_from_videos(root, store_dir, size=image_size)
     names, actions = _mads_actions(root, level)
     if source == "gt3d":
         return _prepare_mads_gt3d(store_dir, root, names, actions, level=level, window=window, stride=stride,
                                   gt_layout=gt_layout)
     videos: list[OpenPoseVideo] = []
-    stray: list[Skipped] = []
+    stray = [Skipped(path, problem) for path, problem in failed]
     for category, action in actions:
         label = names.index(category if level == "category" else f"{category}/{action.name}")
         for camera_dir in sorted(p for p in action.iterdir() if p.is_dir() and p.name != "gt3d"):
             camera = _MADS_CAMERA.match(camera_dir.name)
             if camera is None:
-                stray.append(Skipped(camera_dir, "camera folder is not named cam<k>"))
+                stray.append(Skipped(camera_dir, "camera folder is not named cam<k>", listed=True))
                 continue
             grouped, unmatched = group_frame_files(camera_dir.glob("*.json"))
-            stray += [Skipped(p, STRAY_REASON) for p in unmatched]
+            stray += [Skipped(p, STRAY_REASON, listed=True) for p in unmatched]
             for video, files in grouped.items():
                 performer = _MADS_PERFORMER.match(video)
                 name = f"{category}/{action.name}/{camera_dir.name}/{video}"
                 if performer is None:
-                    stray.append(Skipped(camera_dir / video, "video name does not start with P<performer>"))
+                    stray.append(Skipped(camera_dir / video, "video name does not start with P<performer>",
+                                         listed=True))
                     continue
                 record = SampleRecord(name=name, label=label, subject=int(performer[1]),
                                       camera=int(camera[1]))
                 videos.append(OpenPoseVideo(files, record))
     if not videos:
         raise UserError(f"{root}: no OpenPose output in <Category>/<Action>/cam<k>/P<p>_*_keypoints.json")
+    refuse_empty_classes(names, [video.record.label for video in videos], root)
     return write_openpose_store(store_dir, root, names, videos, stray, num_person=num_person, window=window,
                                 stride=stride, image_size=image_size)
 
@@ -161,6 +171,7 @@ def _prepare_mads_gt3d(
              for path in sorted((action / "gt3d").glob("*.npy"))]
     if not files:
         raise UserError(f"{root}: no ground truth in <Category>/<Action>/gt3d/P<p>*.npy")
+    refuse_empty_classes(names, [names.index(c if level == "category" else f"{c}/{a.name}") for c, a, _ in files], root)
     spec = StoreSpec(dataset="mads", layout=layout, num_person=1, channels=3, source=str(root), class_names=names)
     return write_store(store_dir, spec, _gt3d_items(files, names, layout, level=level, window=window, stride=stride))
 
@@ -170,18 +181,30 @@ def _gt3d_items(files: list[tuple[str, Path, Path]], names: list[str], layout: L
     for category, action, path in track(files, "mads: ground truth"):
         performer = _MADS_PERFORMER.match(path.stem)
         if performer is None:
-            yield Skipped(path, "file name does not start with P<performer>")
+            yield Skipped(path, "file name does not start with P<performer>", listed=True)
             continue
-        try:
-            joints = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as error:
-            yield Skipped(path, f"cannot read it as .npy ({error})")
+        label = names.index(category if level == "category" else f"{category}/{action.name}")
+        joints = read_or_skip(path, lambda path=path: _read_npy(path), label=label)
+        if isinstance(joints, Skipped):
+            yield joints
             continue
         if joints.ndim != 3 or joints.shape[1:] != (layout.num_joints, 3) or len(joints) == 0:
-            yield Skipped(path, f"shape {joints.shape}, expected (T, {layout.num_joints}, 3)")
+            yield Skipped(path, f"shape {joints.shape}, expected (T, {layout.num_joints}, 3)", label=label)
             continue
-        sequence = np.nan_to_num(joints.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)[:, None]
-        label = names.index(category if level == "category" else f"{category}/{action.name}")
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, which the store writer skips
+            sequence = joints.astype(np.float32)[:, None]
+        sequence[np.isnan(sequence)] = 0.0  # lost capture: a missing joint
         record = SampleRecord(name=f"{category}/{action.name}/gt3d/{path.stem}", label=label,
                               subject=int(performer[1]))
         yield from mocap_windows(record, sequence, path, window=window, stride=stride)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """A numeric ``.npy`` array; pickled objects are refused (loading them could run code)."""
+    try:
+        joints = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise DataFormatError(path, f"cannot read it as .npy ({error})") from None
+    if not np.issubdtype(joints.dtype, np.number):
+        raise DataFormatError(path, f"a {joints.dtype} array, expected numbers")
+    return joints

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asgcn_lightning.data.sources.openpose import OpenPoseVideo, detect_layout, openpose_video_items
+from asgcn_lightning.data.sources.openpose import OpenPoseVideo, choose_layout, openpose_video_items
 from asgcn_lightning.data.sources.writer import Item, Sample, Skipped, StoreSpec, write_store
 from asgcn_lightning.data.store import SampleRecord
 from asgcn_lightning.data.windows import window_name, window_ranges
@@ -26,9 +26,10 @@ def mocap_windows(record: SampleRecord, sequence: np.ndarray, source: Path, *,
     for start, end in ranges:
         sample = sequence[start:end]
         if not sample.any():
-            yield Skipped(f"{source}[{start}:{end}]", "no captured joints in this window")
+            yield Skipped(f"{source}[{start}:{end}]", "no captured joints in this window", part_of=str(source),
+                          label=record.label)
             continue
-        yield Sample(replace(record, name=window_name(record.name, start, len(ranges))), sample)
+        yield Sample(replace(record, name=window_name(record.name, start, len(ranges))), sample, source=str(source))
 
 
 def write_openpose_store(
@@ -44,7 +45,7 @@ def write_openpose_store(
     image_size: Sequence[float] | None,
 ) -> Path:
     """The store of MADS OpenPose videos, whichever folder layout they were found in."""
-    spec = StoreSpec(dataset="mads", layout=detect_layout(videos), num_person=num_person, channels=3,
+    spec = StoreSpec(dataset="mads", layout=choose_layout(videos, None, None), num_person=num_person, channels=3,
                      source=str(root), class_names=names)
     return write_store(store_dir, spec, chain(skipped, openpose_video_items(
         videos, spec, window=window, stride=stride, image_size=image_size)))

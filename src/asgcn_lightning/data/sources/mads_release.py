@@ -8,6 +8,7 @@ or the ``GTpose2`` motion capture of ``<Category>_<seq>_GT.mat`` (15 joints mult
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,17 @@ from asgcn_lightning.data import video_poses
 from asgcn_lightning.data.formats.mads_gt import MADS_GT_VARIABLE, is_mads_gt, read_mads_gt
 from asgcn_lightning.data.sources.mads_common import mocap_windows, write_openpose_store
 from asgcn_lightning.data.sources.openpose import STRAY_REASON, OpenPoseVideo, grouped_videos
-from asgcn_lightning.data.sources.writer import Item, Skipped, StoreSpec, write_store
+from asgcn_lightning.data.sources.writer import (
+    Item,
+    Skipped,
+    StoreSpec,
+    read_or_skip,
+    refuse_empty_classes,
+    write_store,
+)
 from asgcn_lightning.data.store import SampleRecord
 from asgcn_lightning.data.video import VIDEO_SUFFIXES
-from asgcn_lightning.errors import DataFormatError, UserError
+from asgcn_lightning.errors import UserError
 from asgcn_lightning.progress import track
 from asgcn_lightning.skeleton.layouts import MADS15, MADS19, Layout, make_layout
 
@@ -107,19 +115,20 @@ def prepare_mads_release(
     if source == "gt3d":
         return _prepare_mads_release_gt3d(store_dir, folder, level=level, window=window, stride=stride,
                                           gt_layout=gt_layout)
+    failed: list[tuple[Path, str]] = []
     if source == "video":  # the JSON lands flat in a mirror of the category folders, which reads the same
-        folder = video_poses.openpose_tree_from_videos(folder, store_dir, size=image_size)
+        folder, failed = video_poses.openpose_tree_from_videos(folder, store_dir, size=image_size)
     categories = _mads_release_categories(folder)
     found: list[tuple[SampleRecord, str, list[Path]]] = []  # (identity, sequence, frame files)
-    stray: list[Skipped] = []
+    stray = [Skipped(path, problem) for path, problem in failed]
     taken: set[str] = set()
     for subject, category in enumerate(categories, start=1):  # one performer per category
         grouped, unmatched = grouped_videos(category, "")
-        stray += [Skipped(p, STRAY_REASON) for p in unmatched]
+        stray += [Skipped(p, STRAY_REASON, listed=True) for p in unmatched]
         for relative, video, files in grouped:
             camera, sequence = _MADS_RELEASE_VIDEO.match(video), _mads_sequence(category.name, video)
             if camera is None or sequence is None:
-                stray.append(Skipped(category / relative, "video name does not end in _C<camera>"))
+                stray.append(Skipped(category / relative, "video name does not end in _C<camera>", listed=True))
             elif video in taken:
                 stray.append(Skipped(category / relative, "a video of this name was already read from another folder"))
             else:
@@ -138,38 +147,43 @@ def prepare_mads_release(
         raise UserError(f"{folder}: no OpenPose output in <Category>/<Category>_<seq>_C<k>/"
                         "<Category>_<seq>_C<k>_<frame:012d>_keypoints.json; run OpenPose on the videos "
                         "(openpose --video <X>.avi --write_json <X>/) or use prepare.source=video")
+    if level == "category":  # action classes are the release's, shared by the stores of all its sources
+        refuse_empty_classes(names, [video.record.label for video in videos], folder)
     return write_openpose_store(store_dir, folder, names, videos, stray, num_person=num_person, window=window,
                                 stride=stride, image_size=image_size)
 
 
 def _gt_layout(folder: Path, read: list[tuple[int, str, Path, np.ndarray | str]],
                gt_layout: dict[str, Any] | None) -> Layout:
-    """The given layout, else ``mads15`` or ``mads19`` by the joint count of the first readable file."""
+    """The given layout, else ``mads15`` or ``mads19``, whichever joint count most readable files have."""
     if gt_layout is not None:
         return make_layout(**gt_layout)
     counts = [item.shape[1] for *_, item in read if isinstance(item, np.ndarray)]
-    known = [MADS_GT_LAYOUTS[n] for n in counts if n in MADS_GT_LAYOUTS]
+    known = Counter(n for n in counts if n in MADS_GT_LAYOUTS).most_common()
+    if len(known) > 1 and known[0][1] == known[1][1]:
+        raise UserError(f"{folder}: as many ground-truth files have 15 joints as 19; prepare the multi-view and "
+                        "the depth release apart, or give gt_layout")
     if not known:
         problems = [f"{path}: {item if isinstance(item, str) else f'{item.shape[1]} joints'}"
                     for *_, path, item in read[:3]] or ["no such files"]
         raise UserError(f"{folder}: no readable MADS ground truth ({MADS_GT_VARIABLE} of 15 or 19 joints in "
                         "<Category>/<Category>_<seq>_GT.mat; give gt_layout for another skeleton): "
                         + "; ".join(problems))
-    return known[0]
+    return MADS_GT_LAYOUTS[known[0][0]]
 
 
 def _gt_items(read: list[tuple[int, str, Path, np.ndarray | str]], names: list[str], layout: Layout, *,
               level: str, window: int | None, stride: int | None) -> Iterator[Item]:
     for subject, category, path, item in track(read, "mads: ground truth"):
+        sequence = _mads_sequence(category, path.stem) or path.stem
+        label = names.index(category if level == "category" else f"{category}/{sequence}")
         if isinstance(item, str):
-            yield Skipped(path, item)
+            yield Skipped(path, item, label=label)
             continue
         if item.shape[1] != layout.num_joints:
             yield Skipped(path, f"{item.shape[1]} joints per frame; the store's layout {layout.name} has "
-                                f"{layout.num_joints} (prepare the other release folder on its own)")
+                                f"{layout.num_joints} (prepare the other release folder on its own)", label=label)
             continue
-        sequence = _mads_sequence(category, path.stem) or path.stem
-        label = names.index(category if level == "category" else f"{category}/{sequence}")
         record = SampleRecord(name=f"{category}/{path.stem}", label=label, subject=subject)
         yield from mocap_windows(record, item[:, None], path, window=window, stride=stride)
 
@@ -187,10 +201,8 @@ def _prepare_mads_release_gt3d(
     read: list[tuple[int, str, Path, np.ndarray | str]] = []
     for subject, category in enumerate(categories, start=1):
         for path in sorted(p for p in category.rglob("*.mat") if is_mads_gt(p)):
-            try:
-                read.append((subject, category.name, path, read_mads_gt(path)))
-            except DataFormatError as error:
-                read.append((subject, category.name, path, error.problem))
+            joints = read_or_skip(path, lambda path=path: read_mads_gt(path))
+            read.append((subject, category.name, path, joints.reason if isinstance(joints, Skipped) else joints))
     layout = _gt_layout(folder, read, gt_layout)
     names = _mads_release_classes(categories, level, [])
     spec = StoreSpec(dataset="mads", layout=layout, num_person=1, channels=3, source=str(folder), class_names=names)

@@ -9,7 +9,16 @@ from pathlib import Path
 import numpy as np
 
 from asgcn_lightning.data.formats.uea_ts import TsData, read_ts
-from asgcn_lightning.data.sources.writer import TEST_SETUP, TRAIN_SETUP, Item, Sample, Skipped, StoreSpec, write_store
+from asgcn_lightning.data.sources.writer import (
+    TEST_SETUP,
+    TRAIN_SETUP,
+    Item,
+    Sample,
+    Skipped,
+    StoreSpec,
+    read_or_skip,
+    write_store,
+)
 from asgcn_lightning.data.store import SampleRecord
 from asgcn_lightning.errors import DataFormatError, UserError
 from asgcn_lightning.skeleton.layouts import NATOPS8
@@ -54,11 +63,11 @@ def _natops_items(parsed: dict[str, TsData], problems: list[Skipped],
         split = "train" if NATOPS_FILES[name] == TRAIN_SETUP else "test"
         for i, (series, label) in enumerate(zip(data.series, data.labels or [], strict=True)):
             if not np.isfinite(series).all():
-                yield Skipped(f"{data.path}:sample {i + 1}", "missing values")
+                yield Skipped(f"{data.path}:sample {i + 1}", "missing values", label=class_labels.index(label))
                 continue
             frames = series.reshape(NATOPS8.num_joints, 3, -1).transpose(2, 0, 1)[:, None]
             yield Sample(SampleRecord(name=f"{split}_{i:03d}", label=class_labels.index(label),
-                                      setup=NATOPS_FILES[name]), frames)
+                                      setup=NATOPS_FILES[name]), frames, source=f"{data.path}:sample {i + 1}")
 
 
 def prepare_natops(store_dir: str | Path, *, root: str | Path | None) -> Path:
@@ -79,11 +88,13 @@ def prepare_natops(store_dir: str | Path, *, root: str | Path | None) -> Path:
     parsed: dict[str, TsData] = {}
     problems: list[Skipped] = []
     for name in NATOPS_FILES:
-        try:
-            parsed[name] = _read_natops(root / name)
-        except DataFormatError as error:
-            problems.append(Skipped(root / name, error.problem))
+        data = read_or_skip(root / name, lambda name=name: _read_natops(root / name))
+        if isinstance(data, Skipped):
+            problems.append(data)
+        else:
+            parsed[name] = data
     class_labels = next((d.class_labels for d in parsed.values() if d.class_labels), [])
     spec = StoreSpec(dataset="natops", layout=NATOPS8, num_person=1, channels=3, source=str(root),
-                     class_names=[NATOPS_SIGNALS.get(label, label) for label in class_labels])
+                     class_names=[NATOPS_SIGNALS.get(label, label) for label in class_labels],
+                     splits=dict(NATOPS_FILES))
     return write_store(store_dir, spec, _natops_items(parsed, problems, class_labels))

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from importlib import resources
 from pathlib import Path
 
@@ -19,10 +20,11 @@ import numpy as np
 from asgcn_lightning.data.classes import resolve_classes
 from asgcn_lightning.data.formats.ntu_skeleton import read_ntu_skeleton
 from asgcn_lightning.data.sources.ntu_bodies import NUM_PERSON, actor_sequence
-from asgcn_lightning.data.sources.writer import Item, Sample, Skipped, StoreSpec, write_store
+from asgcn_lightning.data.sources.writer import Item, Sample, Skipped, StoreSpec, read_or_skip, write_store
 from asgcn_lightning.data.store import SampleRecord, SkeletonStore
-from asgcn_lightning.errors import DataFormatError, UserError
+from asgcn_lightning.errors import UserError
 from asgcn_lightning.progress import console, track
+from asgcn_lightning.shutdown import die_with_parent
 from asgcn_lightning.skeleton.layouts import NTU25
 
 EDITIONS = (60, 120)
@@ -88,11 +90,12 @@ def _check_edition(edition: int) -> None:
 
 # -- preparation ------------------------------------------------------------------------------------
 def _prepare_file(path: str) -> tuple[np.ndarray | None, int, str]:
-    """Worker: one file → (frames, actors, "") or (None, 0, problem) for a malformed file."""
-    try:
-        frames, actors = actor_sequence(read_ntu_skeleton(path))
-    except DataFormatError as error:
-        return None, 0, error.problem
+    """Worker: one file → (frames, actors, "") or (None, 0, problem) for a file that cannot be read."""
+    with np.errstate(all="ignore"):  # absurd values overflow to inf, which the store writer reports
+        result = read_or_skip(path, lambda: actor_sequence(read_ntu_skeleton(path)))
+    if isinstance(result, Skipped):
+        return None, 0, result.reason
+    frames, actors = result
     return frames, actors, ""
 
 
@@ -101,7 +104,7 @@ def _results(paths: list[str], num_workers: int,
     """``_prepare_file`` over ``paths`` in order, in ``num_workers`` processes when more than one."""
     if num_workers <= 1 or len(paths) <= 1:
         return map(_prepare_file, paths)
-    executor = ProcessPoolExecutor(num_workers)
+    executor = ProcessPoolExecutor(num_workers, initializer=die_with_parent)  # none outlives a killed preparation
     # On an error, running chunks finish and the rest are cancelled: a multiprocessing.Pool would
     # kill its workers, and one killed while sending a result leaves a lock held and the pool hung.
     cleanup.callback(executor.shutdown, wait=True, cancel_futures=True)
@@ -120,14 +123,14 @@ def _ntu_items(paths: Sequence[Path], edition: int, wanted: set[int], subset: bo
         try:
             info = parse_ntu_name(name)
         except UserError:
-            yield Skipped(path, "file name is not an NTU sample name (SsssCcccPpppRrrrAaaa)")
+            yield Skipped(path, "file name is not an NTU sample name (SsssCcccPpppRrrrAaaa)", listed=True)
             continue
         if info["action"] - 1 not in wanted or (edition == 60 and info["setup"] > NTU60_SETUPS):
             outside += 1
         elif name in missing:
             yield Skipped(path, MISSING_REASON, listed=True)
         elif name in seen:
-            yield Skipped(path, f"duplicate of {seen[name]}")
+            yield Skipped(path, f"duplicate of {seen[name]}", part_of=str(seen[name]))
         else:
             seen[name] = path
             jobs.append((path, SampleRecord(name=name, label=info["action"] - 1, subject=info["subject"],
@@ -137,13 +140,17 @@ def _ntu_items(paths: Sequence[Path], edition: int, wanted: set[int], subset: bo
         console().print(f"ignoring {outside} files outside NTU-{edition}{' or the class subset' if subset else ''}")
     with contextlib.ExitStack() as cleanup:
         results = _results([str(path) for path, _ in jobs], num_workers, cleanup)
-        for (path, record), (frames, actors, problem) in track(zip(jobs, results, strict=True),
-                                                               f"parsing NTU-{edition} skeletons", total=len(jobs)):
-            if frames is None:
-                yield Skipped(path, problem)
-            else:
-                record.bodies = actors
-                yield Sample(record, frames)
+        try:
+            for (path, record), (frames, actors, problem) in track(zip(jobs, results, strict=True),
+                                                                   f"parsing NTU-{edition} skeletons", total=len(jobs)):
+                if frames is None:
+                    yield Skipped(path, problem, label=record.label)
+                else:
+                    record.bodies = actors
+                    yield Sample(record, frames, source=str(path))
+        except BrokenProcessPool:  # a worker killed from outside (the kernel's out-of-memory killer, kill)
+            raise UserError("a parse worker process was killed from outside (out of memory?), so the preparation "
+                            "stopped; the previous store is unchanged") from None
 
 
 def prepare_ntu(

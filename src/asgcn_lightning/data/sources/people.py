@@ -39,14 +39,18 @@ def people_windows(
     own people. A window in which nobody was detected is skipped.
     """
     if tracks.shape[1] == 0:
-        yield Skipped(source, "nobody detected in any frame")
+        yield Skipped(source, "nobody detected in any frame", label=record.label)
         return
     ranges = window_ranges(len(tracks), window, stride)
     for start, end in ranges:
         sample = select_main_people(tracks[start:end], num_person)
         bodies = count_bodies(sample)
         if bodies == 0:
-            yield Skipped(f"{source}[{start}:{end}]", "nobody detected in this window")
+            yield Skipped(f"{source}[{start}:{end}]", "nobody detected in this window", part_of=source,
+                          label=record.label)
             continue
-        sample = normalise_by_extent(sample) if image_size is None else normalise_by_image_size(sample, image_size)
-        yield Sample(replace(record, name=window_name(record.name, start, len(ranges)), bodies=bodies), sample)
+        with np.errstate(all="ignore"):  # absurd coordinates become inf here, which the store writer skips
+            sample = (normalise_by_extent(sample) if image_size is None
+                      else normalise_by_image_size(sample, image_size))
+        yield Sample(replace(record, name=window_name(record.name, start, len(ranges)), bodies=bodies), sample,
+                     source=source)

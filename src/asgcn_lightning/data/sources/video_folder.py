@@ -31,12 +31,12 @@ def prepare_video_folder(
     with ``window``/``stride`` cutting long videos into samples. With a ``size`` (width, height) the
     frames are resized to it and samples are centred by the frame; without one each sample is
     centred on its person. BlazePose finds one person per frame, hence ``num_person=1``. Files that
-    are no decodable video are reported on the console and left out.
+    are no decodable video are skipped and listed with the store's other skipped sources.
     """
     if root is None:
         raise UserError("prepare_video_folder needs the folder of videos (dataset.root=...)")
-    json_root = openpose_tree_from_videos(root, store_dir, size=size, model_complexity=model_complexity)
+    json_root, failed = openpose_tree_from_videos(root, store_dir, size=size, model_complexity=model_complexity)
     image_size = None if size is None or min(size) < 1 else size
     return prepare_openpose_folder(store_dir, root=json_root, image_size=image_size, num_person=num_person,
                                    window=window, stride=stride, class_names=class_names, layout="openpose25",
-                                   dataset=dataset)
+                                   dataset=dataset, left_out=failed)
