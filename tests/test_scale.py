@@ -74,8 +74,8 @@ def test_three_ddp_cpu_processes_train_the_one_process_model_with_uneven_shards(
     for key in ("val/loss", "val/acc_top1", "test/loss", "test/acc_top1"):
         assert _last(three_rows, key) == pytest.approx(_last(one_rows, key), rel=1e-9), key
     assert _last(one_rows, "val/loss") < 2.2, "the model must have learned something to compare (ln 10 = 2.30)"
-    for run in ("one", "three"):  # every held-out sample counted exactly once over the processes
-        with open(tmp_path / run / "per_class_val.csv") as handle:
+    for run in ("one", "three"):  # every test sample counted exactly once over the processes
+        with open(tmp_path / run / "per_class_test.csv") as handle:
             assert sum(int(row["samples"]) for row in csv.DictReader(handle)) == 140
 
 
@@ -183,7 +183,7 @@ def _evaluation_shard_worker(rank: int, port: int, store_dir: Path) -> None:
     module = SkeletonDataModule(store_dir, MetadataSplit("xsub", "subject", [1, 2]), classes=[1, 2, 3], batch_size=2)
     module.setup()
     assert len(module.test_set) == 3
-    mine = list(iter(module.val_dataloader().sampler))
+    mine = list(iter(module.test_dataloader().sampler))
     shards: list[list[int]] = [[], []]
     dist.all_gather_object(shards, mine)
     assert sorted(shards[0] + shards[1]) == [0, 1, 2] and len(shards[0]) == 2 and len(shards[1]) == 1

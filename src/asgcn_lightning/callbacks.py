@@ -119,7 +119,7 @@ def training_progress() -> ProgressBar:
 
 class EpochLines(ProgressBar):
     """One plain line per epoch (stage, epoch, step, losses, validation metrics, samples/s, ETA) on process 0,
-    and the sizes of the data splits at the start. Lines are never wrapped, so paths stay whole."""
+    and the test metrics at the end. Lines are never wrapped, so paths stay whole."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -143,13 +143,6 @@ class EpochLines(ProgressBar):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start, self._first_epoch = time.monotonic(), trainer.current_epoch
-        datamodule = trainer.datamodule
-        sizes = {name: len(getattr(datamodule, attribute)) for name, attribute in
-                 (("train", "train_set"), ("val", "val_set"), ("test", "test_set"))
-                 if getattr(datamodule, attribute, None) is not None}
-        if sizes:
-            self._print(trainer, "samples: " + ", ".join(f"{name} {count}" for name, count in sizes.items())
-                        + f"; {trainer.world_size} process{'es' if trainer.world_size > 1 else ''}")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics: dict[str, Any] = self.get_metrics(trainer, pl_module)
@@ -225,7 +218,7 @@ class ConfusionMatrixReport(L.Callback):
 
 
 class ALinkReport(L.Callback):
-    """After each validation, draw the A-links the model infers for one fixed held-out sample.
+    """After each validation, draw the A-links the model infers for one fixed validation sample.
 
     The same sample every epoch, so the pictures show how the inferred links evolve. Saved as
     ``alinks_val.png`` in ``dirpath`` and, with a W&B logger, logged as ``val/alinks``. Models
@@ -239,14 +232,14 @@ class ALinkReport(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         network = getattr(pl_module, "network", None)
-        dataset = getattr(trainer.datamodule, "test_set", None)
+        dataset = getattr(trainer.datamodule, "val_set", None)
         if trainer.sanity_checking or not trainer.is_global_zero or dataset is None:
             return
         if getattr(network, "aim", None) is None:
             return
         from asgcn_lightning.visual.alinks import alink_figure
 
-        sample, label = dataset[self.sample_index % len(dataset)]  # held-out samples draw nothing at random
+        sample, label = dataset[self.sample_index % len(dataset)]  # evaluation samples draw nothing at random
         names = pl_module.class_names or []
         title = f"A-links, epoch {trainer.current_epoch}: a sample of {names[label] if names else label}"
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,17 +13,23 @@ import torch
 import torch.distributed as dist
 from filelock import FileLock
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from asgcn_lightning.config import sets_on_command_line
 from asgcn_lightning.data.classes import resolve_classes
 from asgcn_lightning.data.provenance import preparation_differences, prepare_store
 from asgcn_lightning.data.sampling import GlobalBatchSampler
+from asgcn_lightning.data.splits import Partition
 from asgcn_lightning.data.store import META_FILE, SkeletonStore
 from asgcn_lightning.data.transforms import Compose, Stream
 from asgcn_lightning.errors import UserError
-from asgcn_lightning.skeleton.layouts import Layout, make_layout
+from asgcn_lightning.skeleton.layouts import Layout
 
-Split = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+log = logging.getLogger(__name__)
+
+Split = Callable[[dict[str, np.ndarray]], Partition]
 
 
 def unrepeated_sampler(dataset: Dataset) -> Sampler | None:
@@ -68,11 +75,16 @@ class SkeletonDataModule(L.LightningDataModule):
 
     ``prepare`` (a callable taking ``store_dir``) builds the store when ``auto_prepare`` is set and
     it is missing — used for the embedded synthetic set. Real data sets are prepared once by the
-    user with ``python -m asgcn_lightning.prepare``; a missing store is then a clear error.
-    ``stream`` ends both pipelines (joints, bones or their motion), so training, evaluation and
-    ensembles read the same input. ``source_settings`` are the rest of the data set's config node
-    (layout, persons, window, split values, the source's folders): the prepare step, the split and
-    the transforms read them by interpolation, and the prepared store's meta is what loading uses.
+    user with ``python -m asgcn_lightning.prepare``; a missing store is then a clear error, and so is
+    a store prepared with other settings than the ones this command gives: settings it leaves at
+    their defaults are the store's (split names, persons, layout need no repeating).
+    ``split`` gives the train / validation / test rows (:mod:`asgcn_lightning.data.splits`).
+    ``layout`` (``dataset.layout``) is the stored skeleton or a variant of it (other bones, same
+    joints); ``None``: the store's. ``stream`` ends both pipelines (joints, bones or their motion),
+    so training, evaluation and ensembles read the same input. ``source_settings`` are the rest of
+    the data set's config node (persons, window, split values, the source's folders): the prepare
+    step, the split and the transforms read them by interpolation, and the prepared store's meta is
+    what loading uses.
     """
 
     def __init__(
@@ -92,10 +104,12 @@ class SkeletonDataModule(L.LightningDataModule):
         prepare_command: str | None = None,
         pin_memory: bool = False,
         seed: int = 0,
+        layout: str | dict[str, Any] | None = None,
         **source_settings: Any,
     ) -> None:
         super().__init__()
         self.store_dir = Path(store_dir)
+        self.requested_layout = OmegaConf.to_container(layout) if isinstance(layout, DictConfig) else layout
         self.split, self.dataset_name = split, name
         self.classes = list(classes) if classes else None
         streams = [Stream(stream)] if stream else []
@@ -106,6 +120,7 @@ class SkeletonDataModule(L.LightningDataModule):
         self._prepare, self.auto_prepare = prepare, auto_prepare
         self.prepare_command = prepare_command or f"python -m asgcn_lightning.prepare dataset={name}"
         self.store: SkeletonStore | None = None
+        self._sizes_logged = False
 
     # -- preparation --------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -121,13 +136,23 @@ class SkeletonDataModule(L.LightningDataModule):
                 prepare_store(self._prepare, self.store_dir)
 
     def _stale(self) -> bool:
-        """Whether the store was prepared with other settings: rebuilt when automatic, else an error."""
-        differences = preparation_differences(self.store_dir, self._prepare) if self._prepare else []
-        if differences and not self.auto_prepare:
-            raise UserError(f"{self.store_dir} was prepared with other settings: {'; '.join(differences)}. "
+        """Whether the store was prepared with other settings: rebuilt when automatic, else an error.
+
+        A prepared (not automatic) store keeps the settings it was prepared with: only a setting this
+        command gives itself (``dataset.<key>`` or ``dataset.prepare.<key>``) and that differs is an
+        error. Outside a Hydra command every argument counts as given.
+        """
+        differences = preparation_differences(self.store_dir, self._prepare) if self._prepare else {}
+        if self.auto_prepare:
+            return bool(differences)
+        given = {key: text for key, text in differences.items() if not key or _given(key)}
+        if given:
+            raise UserError(f"{self.store_dir} was prepared with other settings: {'; '.join(given.values())}. "
                             f"Prepare it again with `{self.prepare_command}` (and those settings), or set "
                             "dataset.store_dir to another folder")
-        return bool(differences)
+        if differences:
+            _log_info(f"{self.store_dir}: using the settings it was prepared with ({'; '.join(differences.values())})")
+        return False
 
     def _open(self) -> SkeletonStore:
         if self.store is None:
@@ -136,11 +161,7 @@ class SkeletonDataModule(L.LightningDataModule):
             source = self.store.meta.class_names
             self.source_labels = resolve_classes(self.classes, source) if self.classes else list(range(len(source)))
             self.class_names = [source[label] for label in self.source_labels]
-            spec = self.store.meta.layout_spec or {"name": self.store.meta.layout}
-            self.layout = make_layout(**spec)
-            if self.layout.num_joints != self.store.meta.num_joints:
-                raise UserError(f"{self.store_dir}: layout {self.layout.name} has {self.layout.num_joints} joints, "
-                                f"the stored data {self.store.meta.num_joints}")
+            self.layout = self.store.layout(self.requested_layout)
         return self.store
 
     # -- what the model needs to know ---------------------------------------------------------------
@@ -169,13 +190,23 @@ class SkeletonDataModule(L.LightningDataModule):
         store = self._open()
         labels = self._labels()
         keep = labels >= 0
-        train, test = self.split(store.index)
-        train, test = train[keep[train]], test[keep[test]]
-        if len(train) == 0 or len(test) == 0:
-            raise UserError(f"split {getattr(self.split, 'name', self.split)!r} leaves {len(train)} training and "
-                            f"{len(test)} test samples in {self.store_dir}; choose another split or class subset")
+        partition = self.split(store.index)
+        train, val, test = (rows[keep[rows]] for rows in partition)
+        name = getattr(self.split, "name", self.split)
+        if len(train) == 0 or len(val) == 0 or len(test) == 0:
+            raise UserError(f"split {name!r} leaves {len(train)} training, {len(val)} validation and {len(test)} test "
+                            f"samples in {self.store_dir}; choose another split, split.val_fraction or class subset")
         self.train_set = SkeletonDataset(store, train, labels[train], self.layout, self.train_transform)
         self.test_set = SkeletonDataset(store, test, labels[test], self.layout, self.eval_transform)
+        self.val_set = self.test_set if partition.validates_on_test else \
+            SkeletonDataset(store, val, labels[val], self.layout, self.eval_transform)
+        if not self._sizes_logged:
+            self._sizes_logged = True
+            _log_info(f"{self.dataset_name} split {name}: train {len(train)}, validation {len(val)}, "
+                      f"test {len(test)} samples")
+            if partition.validates_on_test:
+                _log_warning("split.val_fraction=0: validating on the test set, so checkpoint choice, schedules "
+                             "and sweeps see it and its score is optimistic (comparable to the literature only)")
 
     def unsplit_set(self) -> SkeletonDataset:
         """Every sample of the chosen classes in store order, with eval transforms: for evaluations that need
@@ -200,10 +231,28 @@ class SkeletonDataModule(L.LightningDataModule):
         return self._loader(self.train_set, self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, unrepeated_sampler(self.test_set))
+        return self._loader(self.val_set, self.eval_batch_size, unrepeated_sampler(self.val_set))
 
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        return self._loader(self.test_set, self.eval_batch_size, unrepeated_sampler(self.test_set))
 
     def predict_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        return self.test_dataloader()
+
+
+def _given(key: str) -> bool:
+    """Whether this command gives the preparation setting ``key`` itself; every argument does outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return not HydraConfig.initialized() or any(sets_on_command_line(f"dataset.{part}{key}")
+                                                for part in ("", "prepare."))
+
+
+@rank_zero_only
+def _log_info(message: str) -> None:
+    log.info(message)
+
+
+@rank_zero_only
+def _log_warning(message: str) -> None:
+    log.warning(message)

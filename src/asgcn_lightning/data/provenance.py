@@ -45,25 +45,26 @@ def prepare_store(prepare: Callable[..., Any], store_dir: Path) -> None:
     write_atomically(store_dir / PREPARED_WITH_FILE, json.dumps(preparation_of(prepare), indent=1) + "\n")
 
 
-def preparation_differences(store_dir: Path, prepare: Callable[..., Any]) -> list[str]:
-    """How the recorded preparation of ``store_dir`` differs from ``prepare`` (empty: same, or unknown).
+def preparation_differences(store_dir: Path, prepare: Callable[..., Any]) -> dict[str, str]:
+    """How the recorded preparation of ``store_dir`` differs from ``prepare`` (empty: same, or unknown),
+    as ``{argument: "argument=<recorded> (now <wanted>)"}``; the preparer itself is the argument ``""``.
 
     An argument that is ``None`` in ``prepare`` is not compared: training commands name the data set,
     not its source (``python train.py dataset=ntu60`` after preparing with ``dataset.raw_dir=...``).
     """
     path = store_dir / PREPARED_WITH_FILE
     if not path.is_file():
-        return []
+        return {}
     try:
         recorded = json.loads(path.read_text())
         recorded_preparer, recorded_arguments = recorded["preparer"], dict(recorded["arguments"])
     except (ValueError, KeyError, TypeError):
-        return [f"{path} is unreadable"]
+        return {"": f"{path} is unreadable"}
     wanted = preparation_of(prepare)
     # the function, not its module: a preparer that moved to another module makes the same store
     if recorded_preparer.rsplit(".", 1)[-1] != wanted["preparer"].rsplit(".", 1)[-1]:
-        return [f"preparer {recorded_preparer} (now {wanted['preparer']})"]
+        return {"": f"preparer {recorded_preparer} (now {wanted['preparer']})"}
     keys = sorted(key for key in set(recorded_arguments) | set(wanted["arguments"])
                   if wanted["arguments"].get(key, "absent") is not None)
-    return [f"{key}={recorded_arguments.get(key)!r} (now {wanted['arguments'].get(key)!r})" for key in keys
-            if recorded_arguments.get(key) != wanted["arguments"].get(key)]
+    return {key: f"{key}={recorded_arguments.get(key)!r} (now {wanted['arguments'].get(key)!r})" for key in keys
+            if recorded_arguments.get(key) != wanted["arguments"].get(key)}

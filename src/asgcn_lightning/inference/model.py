@@ -88,6 +88,7 @@ class LoadedModel:
         machine); ``overrides`` replace other arguments of the data module (e.g. ``classes``).
         """
         settings = dict(self.card.data)
+        settings["layout"] = self.card.layout  # the skeleton the network reads, a variant of the stored one
         settings.update(overrides)
         if store_dir is not None:
             settings["store_dir"] = str(store_dir)
