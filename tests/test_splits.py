@@ -123,7 +123,8 @@ def test_test_metrics_are_those_of_the_best_checkpoint_by_validation(compose, tm
     from asgcn_lightning.apps.train import train
     from asgcn_lightning.config import compose_config
 
-    cfg = compose([*FAST, "logger=csv", "trainer.max_epochs=4"])
+    # two classes: validation saturates, and ties keep the earlier checkpoint; the default loggers (CSV, W&B)
+    cfg = compose([*FAST, "trainer.max_epochs=4", "dataset.classes=[1,4]"])
     metrics = train(cfg)
     run = Path(cfg.paths.output_dir)
     written = json.loads((run / "metrics.json").read_text())
@@ -140,6 +141,26 @@ def test_test_metrics_are_those_of_the_best_checkpoint_by_validation(compose, tm
         assert metrics[key] == pytest.approx(of_best[key], rel=1e-6), key
     assert of_last["test/loss"] != pytest.approx(of_best["test/loss"], rel=1e-6)
     assert metrics["best/val/acc_top1"] == pytest.approx(float(best.stem.split("acc")[1]), abs=1e-4)
+    summary = _wandb_summary(run)
+    assert summary["test/acc_top1"] == pytest.approx(of_best["test/acc_top1"])
+    assert summary["best/val/acc_top1"] == pytest.approx(metrics["best/val/acc_top1"])
+
+
+def _wandb_summary(run_dir: Path) -> dict[str, float]:
+    """The run summary of the offline W&B run under ``run_dir``, read from its run file."""
+    from wandb.proto import wandb_internal_pb2
+    from wandb.sdk.internal.datastore import DataStore
+
+    (path,) = run_dir.glob("wandb/offline-run-*/*.wandb")
+    store, summary = DataStore(), {}
+    store.open_for_scan(str(path))
+    while (data := store.scan_data()) is not None:
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(data)
+        if record.WhichOneof("record_type") == "summary":
+            summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                            for item in record.summary.update})
+    return summary
 
 
 def test_sweep_summary_ranks_jobs_on_validation_and_reports_their_test(tmp_path, capsys):
