@@ -210,16 +210,22 @@ def test_the_readme_custom_layout_form_composes_on_every_data_set(compose):
 
 def test_training_needs_no_repetition_of_the_preparation_options(compose, tmp_path, caplog):
     """A prepared store keeps its settings; only a setting the command itself gives must agree with them."""
+    from asgcn_lightning.apps.components import build_datamodule
+
     store_dir = tmp_path / "store"
-    prepare_store(functools.partial(prepare_synthetic, num_subjects=3, num_cameras=1, num_setups=1), store_dir)
-    defaults = functools.partial(prepare_synthetic, num_subjects=12, num_cameras=1, num_setups=1)  # the config's
-    compose([])  # a command that gives no preparation setting
+    prepare_store(functools.partial(prepare_synthetic, num_subjects=10, num_cameras=1, num_setups=1), store_dir)
+    prepared = ["dataset.auto_prepare=false", f"dataset.store_dir={store_dir}"]  # as a real data set's store
     caplog.set_level(logging.INFO, logger="asgcn_lightning.data.datamodule")
-    module = SkeletonDataModule(store_dir, MetadataSplit("xsub", "subject", [1, 2]), prepare=defaults, name="syn")
+    module = build_datamodule(compose(prepared))  # the config says 12 subjects: the store's 10 apply
     module.setup()
-    assert len(module.train_set) + len(module.val_set) + len(module.test_set) == 30  # the store's 3 subjects
-    assert "using the settings it was prepared with (num_subjects=3 (now 12))" in caplog.text
-    compose(["dataset.prepare.num_subjects=12"])  # a command that asks for another store than this one
-    given = SkeletonDataModule(store_dir, MetadataSplit("xsub", "subject", [1, 2]), prepare=defaults, name="syn")
-    with pytest.raises(UserError, match=r"prepared with other settings: num_subjects=3 \(now 12\)"):
-        given.prepare_data()
+    assert (len(module.train_set) + len(module.val_set), len(module.test_set)) == (80, 20)
+    assert caplog.text.count("using the settings it was prepared with (") == 1
+    assert "num_subjects=10 (now 12)" in caplog.text
+    for given in ("dataset.prepare.num_subjects=12", "dataset.num_person=1"):  # another store than this one
+        with pytest.raises(UserError, match=r"prepared with other settings: num_(subjects=10 \(now 12\)|person=None "
+                                            r"\(now 1\))\. Prepare it again"):
+            build_datamodule(compose([*prepared, given]))
+    # outside a command (the Python API) every argument is the caller's own
+    defaults = functools.partial(prepare_synthetic, num_subjects=12, num_cameras=1, num_setups=1)
+    with pytest.raises(UserError, match=r"prepared with other settings: num_subjects=10 \(now 12\)"):
+        SkeletonDataModule(store_dir, MetadataSplit("xsub", "subject", [1, 2]), prepare=defaults).prepare_data()

@@ -17,7 +17,6 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from asgcn_lightning.config import sets_on_command_line
 from asgcn_lightning.data.classes import resolve_classes
 from asgcn_lightning.data.provenance import preparation_differences, prepare_store
 from asgcn_lightning.data.sampling import GlobalBatchSampler
@@ -78,6 +77,7 @@ class SkeletonDataModule(L.LightningDataModule):
     user with ``python -m asgcn_lightning.prepare``; a missing store is then a clear error, and so is
     a store prepared with other settings than the ones this command gives: settings it leaves at
     their defaults are the store's (split names, persons, layout need no repeating).
+    ``given_settings`` names the preparation settings the command gives itself (``None``: all).
     ``split`` gives the train / validation / test rows (:mod:`asgcn_lightning.data.splits`).
     ``layout`` (``dataset.layout``) is the stored skeleton or a variant of it (other bones, same
     joints); ``None``: the store's. ``stream`` ends both pipelines (joints, bones or their motion),
@@ -105,6 +105,7 @@ class SkeletonDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         seed: int = 0,
         layout: str | dict[str, Any] | None = None,
+        given_settings: Sequence[str] | None = None,
         **source_settings: Any,
     ) -> None:
         super().__init__()
@@ -120,7 +121,8 @@ class SkeletonDataModule(L.LightningDataModule):
         self._prepare, self.auto_prepare = prepare, auto_prepare
         self.prepare_command = prepare_command or f"python -m asgcn_lightning.prepare dataset={name}"
         self.store: SkeletonStore | None = None
-        self._sizes_logged = False
+        self._reported: set[str] = set()  # what the log has said already: setup and checks run more than once
+        self.given_settings = None if given_settings is None else set(given_settings)
 
     # -- preparation --------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -139,19 +141,20 @@ class SkeletonDataModule(L.LightningDataModule):
         """Whether the store was prepared with other settings: rebuilt when automatic, else an error.
 
         A prepared (not automatic) store keeps the settings it was prepared with: only a setting this
-        command gives itself (``dataset.<key>`` or ``dataset.prepare.<key>``) and that differs is an
-        error. Outside a Hydra command every argument counts as given.
+        command gives itself (``given_settings``) and that differs is an error.
         """
         differences = preparation_differences(self.store_dir, self._prepare) if self._prepare else {}
         if self.auto_prepare:
             return bool(differences)
-        given = {key: text for key, text in differences.items() if not key or _given(key)}
+        given = {key: text for key, text in differences.items()
+                 if not key or self.given_settings is None or key in self.given_settings}
         if given:
             raise UserError(f"{self.store_dir} was prepared with other settings: {'; '.join(given.values())}. "
                             f"Prepare it again with `{self.prepare_command}` (and those settings), or set "
                             "dataset.store_dir to another folder")
         if differences:
-            _log_info(f"{self.store_dir}: using the settings it was prepared with ({'; '.join(differences.values())})")
+            self._report(f"{self.store_dir}: using the settings it was prepared with "
+                         f"({'; '.join(differences.values())})")
         return False
 
     def _open(self) -> SkeletonStore:
@@ -200,13 +203,18 @@ class SkeletonDataModule(L.LightningDataModule):
         self.test_set = SkeletonDataset(store, test, labels[test], self.layout, self.eval_transform)
         self.val_set = self.test_set if partition.validates_on_test else \
             SkeletonDataset(store, val, labels[val], self.layout, self.eval_transform)
-        if not self._sizes_logged:
-            self._sizes_logged = True
-            _log_info(f"{self.dataset_name} split {name}: train {len(train)}, validation {len(val)}, "
-                      f"test {len(test)} samples")
-            if partition.validates_on_test:
-                _log_warning("split.val_fraction=0: validating on the test set, so checkpoint choice, schedules "
-                             "and sweeps see it and its score is optimistic (comparable to the literature only)")
+        self._report(f"{self.dataset_name} split {name}: train {len(train)}, validation {len(val)}, "
+                     f"test {len(test)} samples")
+        if partition.validates_on_test:
+            self._report("split.val_fraction=0: validating on the test set, so checkpoint choice, schedules and "
+                         "sweeps see it and its score is optimistic (comparable to the literature only)",
+                         logging.WARNING)
+
+    def _report(self, message: str, level: int = logging.INFO) -> None:
+        """Log ``message`` once (on process 0)."""
+        if message not in self._reported:
+            self._reported.add(message)
+            _log(level, message)
 
     def unsplit_set(self) -> SkeletonDataset:
         """Every sample of the chosen classes in store order, with eval transforms: for evaluations that need
@@ -240,19 +248,6 @@ class SkeletonDataModule(L.LightningDataModule):
         return self.test_dataloader()
 
 
-def _given(key: str) -> bool:
-    """Whether this command gives the preparation setting ``key`` itself; every argument does outside Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return not HydraConfig.initialized() or any(sets_on_command_line(f"dataset.{part}{key}")
-                                                for part in ("", "prepare."))
-
-
 @rank_zero_only
-def _log_info(message: str) -> None:
-    log.info(message)
-
-
-@rank_zero_only
-def _log_warning(message: str) -> None:
-    log.warning(message)
+def _log(level: int, message: str) -> None:
+    log.log(level, message)

@@ -89,6 +89,7 @@ class LoadedModel:
         """
         settings = dict(self.card.data)
         settings["layout"] = self.card.layout  # the skeleton the network reads, a variant of the stored one
+        settings["given_settings"] = []  # the store's preparation settings apply, whatever the run's config said
         settings.update(overrides)
         if store_dir is not None:
             settings["store_dir"] = str(store_dir)
