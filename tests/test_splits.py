@@ -16,7 +16,7 @@ from asgcn_lightning.apps.train import check_validation_only
 from asgcn_lightning.data.datamodule import SkeletonDataModule
 from asgcn_lightning.data.provenance import prepare_store
 from asgcn_lightning.data.sources.synthetic import prepare_synthetic
-from asgcn_lightning.data.splits import MetadataSplit, RandomSplit
+from asgcn_lightning.data.splits import MetadataSplit, RandomSplit, carve_validation
 from asgcn_lightning.errors import UserError
 
 FAST = ["model=tiny", "trainer=cpu", "dataset.num_workers=0", "torch_threads=1"]
@@ -53,6 +53,9 @@ def test_without_subjects_validation_is_a_class_stratified_share():
     labels = [np.bincount(index["label"][part], minlength=3).tolist() for part in parts]
     assert labels == [[14, 14, 14], [2, 2, 2], [4, 4, 4]]  # 20 a class: 4 test, then 10 % of 16 validate
     assert not set(parts.val.tolist()) & set(parts.train.tolist())
+    singletons = {"subject": np.full(20, -1), "label": np.arange(20)}  # one sample a class: a random share
+    train, val = carve_validation(singletons, np.arange(20), 0.1, seed=0)
+    assert len(val) == 2 and sorted([*train, *val]) == list(range(20))
     # the test set depends on the split's own seed only, not on the run seed that draws validation
     other = RandomSplit(test_fraction=0.2, seed=0, val_fraction=0.1, val_seed=2)(index)
     assert np.array_equal(other.test, parts.test) and not np.array_equal(other.val, parts.val)

@@ -113,7 +113,8 @@ def stratified_holdout(labels: np.ndarray, rows: np.ndarray, fraction: float,
 
 def carve_validation(index: dict[str, np.ndarray], train_side: np.ndarray, fraction: float,
                      seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``train_side`` split into (train, validation): whole subjects where every sample has one, else by class.
+    """``train_side`` split into (train, validation): whole subjects where every sample has one, else by class
+    (else, every class having a single sample, a random share).
 
     Subjects are drawn in a seeded order until the validation set holds at least ``fraction`` of the
     training side; at least one subject validates and at least one trains.
@@ -121,7 +122,11 @@ def carve_validation(index: dict[str, np.ndarray], train_side: np.ndarray, fract
     subjects = index["subject"][train_side] if "subject" in index else np.full(len(train_side), -1)
     present = np.unique(subjects)
     if len(present) < 2 or (present < 0).any():
-        return stratified_holdout(index["label"], train_side, fraction, seed)
+        train, val = stratified_holdout(index["label"], train_side, fraction, seed)
+        if len(val) == 0 and len(train_side) > 1:  # every class a single sample: a random share then
+            held = np.random.default_rng(seed).permutation(train_side)[:max(1, round(fraction * len(train_side)))]
+            train, val = train_side[~np.isin(train_side, held)], np.sort(held)
+        return train, val
     order = np.random.default_rng(seed).permutation(present)
     counts = {subject: int((subjects == subject).sum()) for subject in present}
     chosen, count = [], 0
