@@ -263,13 +263,13 @@ def test_rotation_augmentation_preserves_bone_lengths():
 def test_splits_partition_by_metadata_and_random_is_stratified():
     index = {"subject": np.array([1, 2, 3, 1, 2, 3]), "label": np.array([0, 0, 0, 1, 1, 1]),
              "camera": np.full(6, -1)}
-    train, test = MetadataSplit("xsub", "subject", [1, 3])(index)
+    train, test = MetadataSplit("xsub", "subject", [1, 3]).sides(index)
     assert train.tolist() == [0, 2, 3, 5] and test.tolist() == [1, 4]
     with pytest.raises(UserError, match="no camera metadata"):
         MetadataSplit("xview", "camera", [2])(index)
     with pytest.raises(UserError, match="defines no xset"):
         MetadataSplit("xset", "setup", None)
-    train, test = RandomSplit(test_fraction=0.34, seed=1)(index)
+    train, test = RandomSplit(test_fraction=0.34, seed=1).sides(index)
     assert sorted(index["label"][test].tolist()) == [0, 1] and len(train) == 4
 
 

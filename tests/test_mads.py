@@ -285,12 +285,12 @@ def test_mads_release_trains_from_the_cli_config(tmp_path: Path, mads_release: P
                    "dataset.prepare.layout=release", "dataset.prepare.level=action", "dataset.window=30",
                    "dataset.prepare.window=30", "dataset.prepare.stride=15", "dataset.num_workers=0",
                    "split=xview", "model=tiny", "trainer=cpu", "logger=csv", "trainer.max_epochs=1",
-                   "test_after_fit=false", "torch_threads=1"])
+                   "torch_threads=1"])
     store = prepare(cfg)  # what `python -m asgcn_lightning.prepare dataset=mads ...` runs
     assert store.meta.class_names == ["Hip-hop/Routine1", "Hip-hop/Routine2", "Karate/Kata1"]
     metrics = train(cfg)
     assert {"train/loss", "val/acc_top1"} <= set(metrics) and 0.0 <= metrics["val/acc_top1"] <= 1.0
-    with open(Path(cfg.paths.output_dir) / "per_class_val.csv") as handle:
+    with open(Path(cfg.paths.output_dir) / "per_class_test.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["class"] for row in rows] == store.meta.class_names
     assert sum(int(row["samples"]) for row in rows) == int((store.index["camera"] == 3).sum())  # C2 is held out

@@ -273,9 +273,12 @@ def test_standard_split_sizes(fixtures_dir: Path, compose, edition: int, split: 
     assert not set(names) & official_missing_samples(edition)
     index = {key: np.array([info[key] for info in infos]) for key in ("subject", "camera", "setup", "replication")}
     index["label"] = np.array([info["action"] - 1 for info in infos])
-    train_rows, test_rows = instantiate(compose([f"dataset=ntu{edition}", f"split={split}"]).split)(index)
+    parts = instantiate(compose([f"dataset=ntu{edition}", f"split={split}"]).split)(index)
+    train_rows, test_rows = np.concatenate([parts.train, parts.val]), parts.test  # validation: from the train side
     assert (len(train_rows), len(test_rows)) == (train, test)
     assert not set(train_rows.tolist()) & set(test_rows.tolist())
+    assert not set(index["subject"][parts.train]) & set(index["subject"][parts.val])  # whole subjects validate
+    assert 0.1 <= len(parts.val) / len(train_rows) < 0.2
     values = set(SPLIT_VALUES[edition][split])  # and the rule, sample by sample
     assert all(infos[row][SPLIT_FIELDS[split]] in values for row in train_rows[::97])
     assert all(infos[row][SPLIT_FIELDS[split]] not in values for row in test_rows[::97])
@@ -435,5 +438,5 @@ def test_parse_and_loading_benchmark_prints_its_figures_as_json(fixtures_dir: Pa
     assert result["files"] == 120
     assert min(result["parse_files_per_s"], result["prepare_files_per_s"], result["prepare_1_worker_files_per_s"]) > 0
     loader = result["loader"]
-    assert loader["samples"] == 60 and loader["batch"] == 32  # one performer on each side of xsub
+    assert loader["samples"] == 54 and loader["batch"] == 32  # one performer each side of xsub, a tenth validates
     assert loader["samples_per_s"] == loader[f"samples_per_s_{loader['num_workers']}_workers"] > 0

@@ -281,13 +281,13 @@ def test_pyskl_trains_from_the_cli_config_and_refuses_a_store_of_other_splits(
     common = ["dataset=pyskl", f"dataset.path={tmp_path / 'anno.pkl'}", f"dataset.store_dir={tmp_path / 'store'}",
               "dataset.window=16", "dataset.num_workers=0", "dataset.batch_size=2",
               "split=predefined", "model=tiny", "trainer=cpu", "logger=csv", "trainer.max_epochs=1",
-              "test_after_fit=false", "torch_threads=1"]
+              "torch_threads=1"]
     cfg = compose([*common, "dataset.split_train=xsub_train", "dataset.split_test=xsub_val"])
     store = prepare(cfg)  # what `python -m asgcn_lightning.prepare dataset=pyskl dataset.path=...` runs
     assert collections.Counter(store.index["setup"].tolist()) == {1: 4, 2: 2}
     metrics = train(cfg)
     assert {"train/loss", "val/acc_top1"} <= set(metrics)
-    with open(Path(cfg.paths.output_dir) / "per_class_val.csv") as handle:
+    with open(Path(cfg.paths.output_dir) / "per_class_test.csv") as handle:
         assert sum(int(row["samples"]) for row in csv.DictReader(handle)) == 2  # the pickle's xsub_val
     swapped = compose([*common, "dataset.split_train=xsub_val", "dataset.split_test=xsub_train"])
     with pytest.raises(UserError, match=r"prepared with other settings \(split_test xsub_val there, "

@@ -77,11 +77,13 @@ def test_three_ddp_cpu_processes_train_the_one_process_model_with_uneven_shards(
     one_rows, three_rows = _rows(tmp_path / "one"), _rows(tmp_path / "three")
     for key in ("val/loss", "val/acc_top1", "test/loss", "test/acc_top1"):
         assert _last(three_rows, key) == pytest.approx(_last(one_rows, key), rel=1e-6), key
-    held_out = {}
-    for run in ("one", "three"):  # every held-out sample counted exactly once over the processes
-        with open(tmp_path / run / "per_class_val.csv") as handle:
-            held_out[run] = sum(int(row["samples"]) for row in csv.DictReader(handle))
-    assert held_out == {"one": 70, "three": 70}, held_out
+    seen = {}
+    for run in ("one", "three"):  # every validation and test sample counted exactly once over the processes
+        for split in ("val", "test"):
+            with open(tmp_path / run / f"per_class_{split}.csv") as handle:
+                seen[run, split] = sum(int(row["samples"]) for row in csv.DictReader(handle))
+    assert seen["one", "test"] == seen["three", "test"] == 70, seen
+    assert seen["one", "val"] == seen["three", "val"] > 0, seen
 
 
 class AimSnapshots(L.Callback):
@@ -188,7 +190,7 @@ def _evaluation_shard_worker(rank: int, port: int, store_dir: Path) -> None:
     module = SkeletonDataModule(store_dir, MetadataSplit("xsub", "subject", [1, 2]), classes=[1, 2, 3], batch_size=2)
     module.setup()
     assert len(module.test_set) == 3
-    mine = list(iter(module.val_dataloader().sampler))
+    mine = list(iter(module.test_dataloader().sampler))
     shards: list[list[int]] = [[], []]
     dist.all_gather_object(shards, mine)
     assert sorted(shards[0] + shards[1]) == [0, 1, 2] and len(shards[0]) == 2 and len(shards[1]) == 1

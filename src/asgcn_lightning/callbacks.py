@@ -162,7 +162,7 @@ class ConfusionMatrixReport(L.Callback):
 
 
 class ALinkReport(L.Callback):
-    """After each validation, draw the A-links the model infers for one fixed held-out sample.
+    """After each validation, draw the A-links the model infers for one fixed validation sample.
 
     The same sample every epoch, so the pictures show how the inferred links evolve. Saved as
     ``alinks_val.png`` in ``dirpath`` and, with a W&B logger, logged as ``val/alinks``. Models
@@ -176,14 +176,14 @@ class ALinkReport(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         network = getattr(pl_module, "network", None)
-        dataset = getattr(trainer.datamodule, "test_set", None)
+        dataset = getattr(trainer.datamodule, "val_set", None)
         if trainer.sanity_checking or not trainer.is_global_zero or dataset is None:
             return
         if getattr(network, "aim", None) is None:
             return
         from asgcn_lightning.visual.alinks import alink_figure
 
-        sample, label = dataset[self.sample_index % len(dataset)]  # held-out samples draw nothing at random
+        sample, label = dataset[self.sample_index % len(dataset)]  # evaluation samples draw nothing at random
         names = pl_module.class_names or []
         title = f"A-links, epoch {trainer.current_epoch}: a sample of {names[label] if names else label}"
         try:

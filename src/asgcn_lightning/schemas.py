@@ -86,7 +86,36 @@ class LossPolicy:
     accept: bool = False
 
 
-SCHEMAS = {"transfer": TransferConfig, "aim": AimConfig, "lr_scaling": LrScalingConfig, "losses": LossPolicy}
+@dataclass
+class SplitConfig:
+    """``split``: what every split has (``configs/split/``); the validation set is carved from the training side."""
+
+    _target_: str = MISSING
+    name: str = MISSING
+    val_fraction: float = 0.1  # share of the training side that validates; 0: validate on the test set
+    val_seed: int = 0  # draws the validation subjects or samples (the run seed)
+
+
+@dataclass
+class MetadataSplitConfig(SplitConfig):
+    """``split=xsub|xview|xset|predefined``: the training side by subject, camera or setup."""
+
+    _target_: str = "asgcn_lightning.data.splits.MetadataSplit"
+    key: str = MISSING
+    train_values: Any = None  # list of ints; Any: it is an interpolation of dataset.split_values
+
+
+@dataclass
+class RandomSplitConfig(SplitConfig):
+    """``split=random``: a class-stratified random test set, fixed by its own seed."""
+
+    _target_: str = "asgcn_lightning.data.splits.RandomSplit"
+    test_fraction: float = 0.2
+    seed: int = 0
+
+
+SCHEMAS = {"transfer": TransferConfig, "aim": AimConfig, "lr_scaling": LrScalingConfig, "losses": LossPolicy,
+           "metadata_split": MetadataSplitConfig, "random_split": RandomSplitConfig}
 
 
 def register_schemas() -> None:

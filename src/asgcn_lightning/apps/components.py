@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -57,9 +58,19 @@ def apply_process_settings(cfg: DictConfig) -> None:
 
 def build_datamodule(cfg: DictConfig) -> SkeletonDataModule:
     """The data module of ``cfg.dataset``, with its store prepared (synthetic, NATOPS) or checked (the rest)."""
-    datamodule: SkeletonDataModule = instantiate(cfg.dataset)
+    datamodule: SkeletonDataModule = instantiate(cfg.dataset, given_settings=given_dataset_settings())
     datamodule.prepare_data()
     return datamodule
+
+
+def given_dataset_settings() -> list[str] | None:
+    """The data set settings this command sets itself (``dataset.<key>``, ``dataset.prepare.<key>``): those a
+    prepared store must agree with; the others are the store's. ``None`` outside a Hydra command: all."""
+    if not HydraConfig.initialized():
+        return None
+    keys = [override.split("=", 1)[0].lstrip("+~") for override in HydraConfig.get().overrides.task]
+    return sorted({key.rsplit(".", 1)[-1] for key in keys
+                   if key.startswith("dataset.prepare.") or (key.startswith("dataset.") and key.count(".") == 1)})
 
 
 def build_module(cfg: DictConfig, datamodule: SkeletonDataModule) -> ActionRecognitionModule:

@@ -6,7 +6,8 @@ override value as rich tables, and writes the same as ``sweep_summary.json`` in 
 metric and its direction default to the sweep's own: ``optimized_metric`` of the job config and
 the Optuna sweeper's ``direction`` (else higher is better). A job's value is the best checkpoint's
 score (``best/<metric>``) where the run ranked its checkpoints by that metric, as the sweeper got
-it, else the last value logged.
+it, else the last value logged. Jobs are compared on that (validation) metric only; each job's
+``test/*`` metrics, scored once on its best checkpoint, are reported beside it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Job:
     value: float | None
     status: str
     swept: dict[str, str] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)  # test/* of the job's best checkpoint
 
 
 def _override_items(lines: list[str]) -> dict[str, str]:
@@ -78,14 +80,15 @@ def read_jobs(multirun_dir: Path, metric: str | None) -> tuple[list[Job], str, s
             found = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.sweeper.direction", default=None)
             direction = str(found[0] if OmegaConf.is_list(found) else found) if found is not None else None
         metrics_file = job_dir / "metrics.json"
-        value, status = None, "no metrics.json: failed or still running"
+        value, status, test = None, "no metrics.json: failed or still running", {}
         if metrics_file.is_file():
             metrics = json.loads(metrics_file.read_text())
             # the best checkpoint's score where the run ranked its checkpoints by the metric: what the sweeper got
             value = metrics.get(f"best/{metric}", metrics.get(metric)) if metric else None
             status = "ok" if value is not None else f"{metric} not logged"
+            test = {key: float(number) for key, number in metrics.items() if key.startswith("test/")}
         name = str(job_dir.relative_to(multirun_dir))
-        jobs.append(Job(name, str(job_dir), _override_items(OmegaConf.load(path)), value, status))
+        jobs.append(Job(name, str(job_dir), _override_items(OmegaConf.load(path)), value, status, test=test))
     if metric is None:
         raise UserError("the jobs' configs name no optimized_metric; give one with --metric")
     swept = {key for job in jobs for key in job.overrides
@@ -108,23 +111,34 @@ def summarise(jobs: list[Job], metric: str, mode: str) -> dict[str, Any]:
         per_override[key] = {value: {"jobs": len(values), "mean": sum(values) / len(values), "best": better(values)}
                              for value, values in sorted(groups.items(), key=lambda kv: _value_key(kv[0]))}
     common = {k: v for k, v in (jobs[0].overrides.items() if jobs else []) if k not in jobs[0].swept}
-    return {"metric": metric, "mode": mode, "best": asdict(best) if best else None,
+    return {"metric": metric, "test_metric": test_counterpart(metric), "mode": mode,
+            "best": asdict(best) if best else None,
             "jobs": [asdict(job) for job in jobs], "per_override": per_override, "common_overrides": common}
+
+
+def test_counterpart(metric: str) -> str:
+    """The test metric reported beside a validation metric: ``val/acc_top1`` → ``test/acc_top1``."""
+    return "test/" + metric.removeprefix("val/")
 
 
 def print_summary(summary: dict[str, Any], console: Console) -> None:
     metric, jobs, best = summary["metric"], summary["jobs"], summary["best"]
+    test_metric = summary["test_metric"]
+    tested = any(test_metric in job["test"] for job in jobs)
     swept = list(summary["per_override"])
     table = Table(title=f"{len(jobs)} jobs, {metric} ({summary['mode']} is best)")
     table.add_column("job", justify="right")
     for key in swept:
         table.add_column(key)
     table.add_column(metric, justify="right")
+    if tested:
+        table.add_column(f"{test_metric} (best checkpoint)", justify="right")
     table.add_column("status")
     for job in jobs:
         value = "" if job["value"] is None else f"{job['value']:.4f}"
+        test = [f"{job['test'][test_metric]:.4f}" if test_metric in job["test"] else ""] if tested else []
         style = "bold green" if best and job["name"] == best["name"] else None
-        table.add_row(job["name"], *[job["swept"][key] for key in swept], value, job["status"], style=style)
+        table.add_row(job["name"], *[job["swept"][key] for key in swept], value, *test, job["status"], style=style)
     if summary["common_overrides"]:
         table.caption = "all jobs: " + " ".join(f"{k}={v}" for k, v in summary["common_overrides"].items())
     console.print(table)
@@ -136,7 +150,8 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
             per_value.add_row(value, str(stats["jobs"]), f"{stats['mean']:.4f}", f"{stats['best']:.4f}")
         console.print(per_value)
     if best:
-        console.print(f"best: job {best['name']} {metric} = {best['value']:.4f} "
+        test = f", {test_metric} = {best['test'][test_metric]:.4f}" if test_metric in best["test"] else ""
+        console.print(f"best: job {best['name']} {metric} = {best['value']:.4f}{test} "
                       + " ".join(f"{k}={v}" for k, v in best["swept"].items()))
     else:
         console.print(f"no job has logged {metric} yet")

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
@@ -14,7 +15,7 @@ import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from asgcn_lightning.apps.components import (
@@ -36,9 +37,14 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (and test) one configuration; returns the final metrics of the run."""
+    """Fit, then test the best checkpoint (by validation) once; returns the final metrics of the run.
+
+    The test split plays no part in training: checkpoints, schedules and sweeps see validation metrics
+    only, and ``test/*`` is computed after the fit, on the checkpoint the validation chose.
+    """
     apply_process_settings(cfg)
     check_trainer(cfg)
+    check_validation_only(cfg)
     factor = resolve_lr_scaling(cfg)
     if factor != 1.0:
         log.info("lr_scaling %s: global batch %d, learning rates × %.4g", cfg.lr_scaling.rule,
@@ -57,6 +63,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         with collective_failures_as_errors(trainer):
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
+        if best:
+            log.info("tested the best checkpoint by validation: %s", best)
+    summarise_in_wandb(trainer, metrics)
     close_loggers(trainer)
     if trainer.is_global_zero:  # what sweep_summary reads, whichever loggers the run had
         log.info("final metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
@@ -67,6 +76,34 @@ def train(cfg: DictConfig) -> dict[str, float]:
         Console(soft_wrap=True).print(f"metrics → {output}" + (f"\nbest checkpoint → {best}" if best else ""),
                                       highlight=False)
     return metrics
+
+
+def _monitors(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every ``monitor`` key of a plain config tree (callbacks, schedulers) with its value, by full name."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        if key == "monitor" and isinstance(value, str):
+            yield f"{path}{key}", value
+        yield from _monitors(value, f"{path}{key}.")
+
+
+def check_validation_only(cfg: DictConfig) -> None:
+    """Refuse a run that would choose anything by the test split: it is scored once, after training."""
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    watched = [*_monitors(tree), ("optimized_metric", cfg.get("optimized_metric") or "")]
+    for name, metric in watched:
+        if str(metric).startswith("test/"):
+            raise UserError(f"{name}={metric}: checkpoints, schedules, early stopping and sweeps follow validation "
+                            f"metrics (val/...); the test split is scored once, on the best checkpoint, after "
+                            f"training (use {metric.replace('test/', 'val/', 1)})")
+
+
+def summarise_in_wandb(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    """W&B's run summary shows the best validation score and the test metrics of the best checkpoint."""
+    final = {key: value for key, value in metrics.items() if key.startswith(("best/", "test/"))}
+    for logger in trainer.loggers:
+        if isinstance(logger, L.pytorch.loggers.WandbLogger) and trainer.is_global_zero and final:
+            logger.experiment.summary.update(final)
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,17 +13,22 @@ import torch
 import torch.distributed as dist
 from filelock import FileLock
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from asgcn_lightning.data.classes import resolve_classes
-from asgcn_lightning.data.provenance import preparation_differences, prepare_store, stale_store_message
+from asgcn_lightning.data.provenance import differing_arguments, prepare_store, stale_store_message
 from asgcn_lightning.data.sampling import GlobalBatchSampler
+from asgcn_lightning.data.splits import Partition
 from asgcn_lightning.data.store import META_FILE, SkeletonStore
 from asgcn_lightning.data.transforms import Compose, Stream
 from asgcn_lightning.errors import UserError
-from asgcn_lightning.skeleton.layouts import Layout, make_layout
+from asgcn_lightning.skeleton.layouts import Layout
 
-Split = Callable[[dict[str, np.ndarray]], tuple[np.ndarray, np.ndarray]]
+log = logging.getLogger(__name__)
+
+Split = Callable[[dict[str, np.ndarray]], Partition]
 
 
 def unrepeated_sampler(dataset: Dataset) -> Sampler | None:
@@ -72,11 +78,17 @@ class SkeletonDataModule(L.LightningDataModule):
 
     ``prepare`` (a callable taking ``store_dir``) builds the store when ``auto_prepare`` is set and
     it is missing — used for the embedded synthetic set. Real data sets are prepared once by the
-    user with ``python -m asgcn_lightning.prepare``; a missing store is then a clear error.
-    ``stream`` ends both pipelines (joints, bones or their motion), so training, evaluation and
-    ensembles read the same input. ``source_settings`` are the rest of the data set's config node
-    (layout, persons, window, split values, the source's folders): the prepare step, the split and
-    the transforms read them by interpolation, and the prepared store's meta is what loading uses.
+    user with ``python -m asgcn_lightning.prepare``; a missing store is then a clear error, and so is
+    a store prepared with other settings than the ones this command gives: settings it leaves at
+    their defaults are the store's (split names, persons, layout need no repeating).
+    ``given_settings`` names the preparation settings the command gives itself (``None``: all).
+    ``split`` gives the train / validation / test rows (:mod:`asgcn_lightning.data.splits`).
+    ``layout`` (``dataset.layout``) is the stored skeleton or a variant of it (other bones, same
+    joints); ``None``: the store's. ``stream`` ends both pipelines (joints, bones or their motion),
+    so training, evaluation and ensembles read the same input. ``source_settings`` are the rest of
+    the data set's config node (persons, window, split values, the source's folders): the prepare
+    step, the split and the transforms read them by interpolation, and the prepared store's meta is
+    what loading uses.
     """
 
     def __init__(
@@ -96,10 +108,13 @@ class SkeletonDataModule(L.LightningDataModule):
         prepare_command: str | None = None,
         pin_memory: bool = False,
         seed: int = 0,
+        layout: str | dict[str, Any] | None = None,
+        given_settings: Sequence[str] | None = None,
         **source_settings: Any,
     ) -> None:
         super().__init__()
         self.store_dir = Path(store_dir)
+        self.requested_layout = OmegaConf.to_container(layout) if isinstance(layout, DictConfig) else layout
         self.split, self.dataset_name = split, name
         self.classes = list(classes) if classes else None
         streams = [Stream(stream)] if stream else []
@@ -110,6 +125,8 @@ class SkeletonDataModule(L.LightningDataModule):
         self._prepare, self.auto_prepare = prepare, auto_prepare
         self.prepare_command = prepare_command or f"python -m asgcn_lightning.prepare dataset={name}"
         self.store: SkeletonStore | None = None
+        self._reported: set[str] = set()  # what the log has said already: setup and checks run more than once
+        self.given_settings = None if given_settings is None else set(given_settings)
 
     # -- preparation --------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -125,11 +142,23 @@ class SkeletonDataModule(L.LightningDataModule):
                 prepare_store(self._prepare, self.store_dir)
 
     def _stale(self) -> bool:
-        """Whether the store was prepared with other settings: rebuilt when automatic, else an error."""
-        differences = preparation_differences(self.store_dir, self._prepare) if self._prepare else []
-        if differences and not self.auto_prepare:
-            raise UserError(stale_store_message(self.store_dir, self._prepare, self.prepare_command))
-        return bool(differences)
+        """Whether the store was prepared with other settings: rebuilt when automatic, else an error.
+
+        A prepared (not automatic) store keeps the settings it was prepared with: only a setting this
+        command gives itself (``given_settings``) and that differs is an error.
+        """
+        differences = differing_arguments(self.store_dir, self._prepare) if self._prepare else {}
+        if self.auto_prepare:
+            return bool(differences)
+        given = {key: values for key, values in differences.items()
+                 if key == "preparer" or self.given_settings is None or key in self.given_settings}
+        if given:
+            raise UserError(stale_store_message(self.store_dir, self._prepare, self.prepare_command,
+                                                differences=given))
+        if differences:
+            self._report(f"{self.store_dir}: using the settings it was prepared with ("
+                         + "; ".join(f"{key}={recorded!r}" for key, (recorded, _now) in differences.items()) + ")")
+        return False
 
     def _open(self) -> SkeletonStore:
         if self.store is None:
@@ -138,11 +167,7 @@ class SkeletonDataModule(L.LightningDataModule):
             source = self.store.meta.class_names
             self.source_labels = resolve_classes(self.classes, source) if self.classes else list(range(len(source)))
             self.class_names = [source[label] for label in self.source_labels]
-            spec = self.store.meta.layout_spec or {"name": self.store.meta.layout}
-            self.layout = make_layout(**spec)
-            if self.layout.num_joints != self.store.meta.num_joints:
-                raise UserError(f"{self.store_dir}: layout {self.layout.name} has {self.layout.num_joints} joints, "
-                                f"the stored data {self.store.meta.num_joints}")
+            self.layout = self.store.layout(self.requested_layout)
         return self.store
 
     # -- what the model needs to know ---------------------------------------------------------------
@@ -171,13 +196,28 @@ class SkeletonDataModule(L.LightningDataModule):
         store = self._open()
         labels = self._labels()
         keep = labels >= 0
-        train, test = self.split(store.index)
-        train, test = train[keep[train]], test[keep[test]]
-        if len(train) == 0 or len(test) == 0:
-            raise UserError(f"split {getattr(self.split, 'name', self.split)!r} leaves {len(train)} training and "
-                            f"{len(test)} test samples in {self.store_dir}; choose another split or class subset")
+        partition = self.split(store.index)
+        train, val, test = (rows[keep[rows]] for rows in partition)
+        name = getattr(self.split, "name", self.split)
+        if len(train) == 0 or len(val) == 0 or len(test) == 0:
+            raise UserError(f"split {name!r} leaves {len(train)} training, {len(val)} validation and {len(test)} test "
+                            f"samples in {self.store_dir}; choose another split, split.val_fraction or class subset")
         self.train_set = SkeletonDataset(store, train, labels[train], self.layout, self.train_transform)
         self.test_set = SkeletonDataset(store, test, labels[test], self.layout, self.eval_transform)
+        self.val_set = self.test_set if partition.validates_on_test else \
+            SkeletonDataset(store, val, labels[val], self.layout, self.eval_transform)
+        self._report(f"{self.dataset_name} split {name}: train {len(train)}, validation {len(val)}, "
+                     f"test {len(test)} samples")
+        if partition.validates_on_test:
+            self._report("split.val_fraction=0: validating on the test set, so checkpoint choice, schedules and "
+                         "sweeps see it and its score is optimistic (comparable to the literature only)",
+                         logging.WARNING)
+
+    def _report(self, message: str, level: int = logging.INFO) -> None:
+        """Log ``message`` once (on process 0)."""
+        if message not in self._reported:
+            self._reported.add(message)
+            _log(level, message)
 
     def unsplit_set(self) -> SkeletonDataset:
         """Every sample of the chosen classes in store order, with eval transforms: for evaluations that need
@@ -202,10 +242,15 @@ class SkeletonDataModule(L.LightningDataModule):
         return self._loader(self.train_set, self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, unrepeated_sampler(self.test_set))
+        return self._loader(self.val_set, self.eval_batch_size, unrepeated_sampler(self.val_set))
 
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        return self._loader(self.test_set, self.eval_batch_size, unrepeated_sampler(self.test_set))
 
     def predict_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        return self.test_dataloader()
+
+
+@rank_zero_only
+def _log(level: int, message: str) -> None:
+    log.log(level, message)

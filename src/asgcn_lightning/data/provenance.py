@@ -94,10 +94,14 @@ def override_value(value: Any) -> str:
 
 
 def stale_store_message(store_dir: Path, prepare: Callable[..., Any], prepare_command: str,
-                        config_key: str = "dataset.prepare") -> str | None:
+                        config_key: str = "dataset.prepare",
+                        differences: dict[str, tuple[Any, Any]] | None = None) -> str | None:
     """The one-line error for a store prepared with other settings, naming the overrides that reuse it as it
-    is and those that prepare it again; None when the store is as ``prepare`` would make it."""
-    differences = differing_arguments(store_dir, prepare)
+    is and those that prepare it again; None when the store is as ``prepare`` would make it.
+
+    ``differences`` (default: all of :func:`differing_arguments`) limits the message to those settings.
+    """
+    differences = differing_arguments(store_dir, prepare) if differences is None else differences
     if not differences:
         return None
     if "preparer" in differences:

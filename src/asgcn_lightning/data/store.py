@@ -32,7 +32,7 @@ import numpy as np
 from asgcn_lightning import progress
 from asgcn_lightning.atomic import fsync_file, recover_folder, replace_folder, temporary_sibling, write_atomically
 from asgcn_lightning.errors import UserError
-from asgcn_lightning.skeleton.layouts import make_layout
+from asgcn_lightning.skeleton.layouts import Layout, make_layout
 
 FORMAT_VERSION = 1
 FRAMES_FILE = "frames.f32"
@@ -261,6 +261,33 @@ class SkeletonStore:
         """Sample ``i`` as an array ``(T, M, V, C)`` (a copy, safe to modify)."""
         start = int(self.index["offset"][i])
         return np.array(self.frames[start:start + int(self.index["length"][i])])
+
+    def layout(self, requested: str | dict[str, Any] | None = None) -> Layout:
+        """The stored skeleton, or ``requested`` (``dataset.layout``) if it is a variant of it.
+
+        A variant has the stored joints, in the stored order, and may join them by other bones or
+        centre them elsewhere (``ntu25_asgcn``: the original AS-GCN hand bones); any other layout
+        would read the stored joints as other ones, which is refused naming both.
+        """
+        stored = make_layout(**(self.meta.layout_spec or {"name": self.meta.layout}))
+        if stored.num_joints != self.meta.num_joints:
+            raise UserError(f"{self.root}: layout {stored.name} has {stored.num_joints} joints, "
+                            f"the stored data {self.meta.num_joints}")
+        if requested is None:
+            return stored
+        spec = {"name": requested} if isinstance(requested, str) else dict(requested)
+        try:
+            wanted = make_layout(**spec)
+        except TypeError as error:
+            raise UserError(f"dataset.layout={spec}: {error}; give {{name: ..., joints: [...], edges: [...]}}") \
+                from None
+        except UserError as error:
+            raise UserError(f"dataset.layout: {error}") from None
+        if wanted.joints != stored.joints:
+            raise UserError(f"dataset.layout={wanted.name} ({wanted.num_joints} joints) is not the layout of the "
+                            f"prepared store {self.root}: {stored.name} ({stored.num_joints} joints); leave "
+                            "dataset.layout out to use the store's, or prepare the data again with that layout")
+        return wanted
 
     def record(self, i: int) -> SampleRecord:
         fields = {key: int(self.index[key][i]) for key in ("label", *METADATA_KEYS, "bodies")}

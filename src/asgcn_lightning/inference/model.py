@@ -88,6 +88,8 @@ class LoadedModel:
         machine); ``overrides`` replace other arguments of the data module (e.g. ``classes``).
         """
         settings = dict(self.card.data)
+        settings["layout"] = self.card.layout  # the skeleton the network reads, a variant of the stored one
+        settings["given_settings"] = []  # the store's preparation settings apply, whatever the run's config said
         settings.update(overrides)
         if store_dir is not None:
             settings["store_dir"] = str(store_dir)
