@@ -49,10 +49,11 @@ def training_progress() -> ProgressBar:
 
 
 def split_sizes(datamodule: Any) -> dict[str, int]:
-    """Samples per split of a set-up data module (validation runs on the test split)."""
-    sets = (("train", "train_set"), ("val/test", "test_set"))
-    return {name: len(getattr(datamodule, attribute)) for name, attribute in sets
-            if getattr(datamodule, attribute, None) is not None}
+    """Samples per split of a set-up data module (``val/test`` where validation runs on the test split)."""
+    train, val, test = (getattr(datamodule, name, None) for name in ("train_set", "val_set", "test_set"))
+    sets = {"train": train} if val is test else {"train": train, "val": val}
+    sets["val/test" if val is test else "test"] = test
+    return {name: len(dataset) for name, dataset in sets.items() if dataset is not None}
 
 
 def epoch_line(epoch: int, last_epoch: int, stage: str, step: int, metrics: dict[str, float],
