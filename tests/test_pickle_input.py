@@ -178,7 +178,7 @@ def test_a_huge_label_is_refused_without_building_its_classes(tmp_path: Path) ->
     _write(tmp_path / "anno.pkl", content)
     tracemalloc.start()
     try:
-        with pytest.raises(UserError, match="label 100000000 .* leaves 99999996 classes without samples"):
+        with pytest.raises(UserError, match=r"label 100000000 .* leaves 99999996 classes without samples"):
             _prepare(tmp_path, tmp_path / "anno.pkl")
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -219,7 +219,8 @@ def test_splits_that_overlap_or_name_missing_samples_are_refused(tmp_path: Path)
 def test_split_names_come_from_the_pickle(tmp_path: Path) -> None:
     content = _pickle(tmp_path / "anno.pkl")
     names = content["split"]["train"] + content["split"]["test"]
-    content["split"] = {"xsub_train": names[:6], "xsub_val": names[6:], "xview_train": names[2:], "xview_val": names[:2]}
+    content["split"] = {"xsub_train": names[:6], "xsub_val": names[6:],
+                        "xview_train": names[2:], "xview_val": names[:2]}
     assert _prepare(tmp_path, _write(tmp_path / "anno.pkl", content)).index["setup"].tolist() == [1] * 6 + [2] * 2
     store = _prepare(tmp_path, tmp_path / "anno.pkl", split_train="xview_train")
     assert store.index["setup"].tolist() == [2] * 2 + [1] * 6
@@ -265,19 +266,20 @@ def test_each_pickle_gets_its_own_store(compose) -> None:
     assert Path(compose(["dataset=pyskl"]).dataset.store_dir).name == "pyskl"
 
 
-def test_the_short_command_prepares_and_trains_a_new_3d_set(tmp_path: Path) -> None:
-    """The README's two pyskl commands, with nothing but the file named (and the run shrunk)."""
+def test_the_short_command_prepares_and_trains_a_new_3d_set(tmp_path: Path, compose, one_thread) -> None:
+    """The README's pyskl commands name only the file (the run is shrunk): the rest comes from the pickle."""
+    from asgcn_lightning.apps.train import train
+    from asgcn_lightning.prepare import prepare
+
     _pickle(tmp_path / "kinect.pkl", count=12, class_names=["wave", "sit", "stand", "walk"])
-    common = [f"paths.data_dir={tmp_path / 'data'}", "dataset.path=" + str(tmp_path / "kinect.pkl")]
-    prepared = _run("-m", "asgcn_lightning.prepare", "dataset=pyskl", *common, f"hydra.run.dir={tmp_path}/p")
-    assert prepared.returncode == 0, prepared.stderr[-2000:]
-    store = SkeletonStore(tmp_path / "data" / "pyskl_kinect")
-    assert len(store) == 12 and store.meta.class_names == ["wave", "sit", "stand", "walk"]
-    trained = _run("train.py", "dataset=pyskl", *common, "split=predefined", "model=tiny", "trainer.max_epochs=1",
-                   "dataset.window=8", "dataset.num_workers=0", "test_after_fit=false", "torch_threads=1",
-                   "logger=csv", f"hydra.run.dir={tmp_path}/run")
-    assert trained.returncode == 0, trained.stderr[-2000:]
-    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    named = ["dataset=pyskl", f"dataset.path={tmp_path / 'kinect.pkl'}"]
+    store = prepare(compose(named))  # python -m asgcn_lightning.prepare dataset=pyskl dataset.path=...
+    assert Path(store.root).name == "pyskl_kinect" and len(store) == 12
+    assert store.meta.class_names == ["wave", "sit", "stand", "walk"] and store.meta.num_person == 1
+    cfg = compose([*named, "split=predefined", "model=tiny", "trainer.max_epochs=1", "dataset.window=8",
+                   "dataset.num_workers=0", "test_after_fit=false", "logger=csv"])
+    assert {"train/loss", "val/acc_top1"} <= set(train(cfg))
+    assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
 
 
 # -- Checkpoints --------------------------------------------------------------------------------------
@@ -310,11 +312,10 @@ def test_every_app_names_an_unreadable_checkpoint_and_its_cause(tmp_path: Path, 
     assert str(error.value).startswith(f"checkpoint {path}: {cause}") and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("kind", ["missing", "truncated", "random_bytes"])
-def test_train_resuming_from_an_unreadable_checkpoint_is_one_error_line(tmp_path: Path, kind: str) -> None:
+def test_train_resuming_from_an_unreadable_checkpoint_is_one_error_line(tmp_path: Path) -> None:
     _pickle(tmp_path / "tiny.pkl")
     prepare_pyskl(tmp_path / "data" / "pyskl_tiny", path=tmp_path / "tiny.pkl")
-    path, cause = _bad_checkpoint(tmp_path, kind)
+    path, cause = _bad_checkpoint(tmp_path, "truncated")
     result = _run("train.py", "dataset=pyskl", f"dataset.path={tmp_path / 'tiny.pkl'}",
                   f"paths.data_dir={tmp_path / 'data'}", "split=predefined", "model=tiny", "dataset.window=8",
                   "dataset.num_workers=0", "torch_threads=1", "logger=csv", f"hydra.run.dir={tmp_path}/run",
@@ -324,10 +325,15 @@ def test_train_resuming_from_an_unreadable_checkpoint_is_one_error_line(tmp_path
     assert len(errors) == 1 and errors[0].startswith(f"error: checkpoint {path}: {cause}")
 
 
-@pytest.mark.parametrize("app", ["eval.py", "demo.py", "-m asgcn_lightning.export"])
-def test_the_apps_print_one_error_line_for_a_truncated_checkpoint(tmp_path: Path, app: str) -> None:
-    path, _ = _bad_checkpoint(tmp_path, "truncated")
-    extra = ["input=0"] if app == "demo.py" else []
-    result = _run(*app.split(), f"ckpt_path={path}", *extra, f"paths.log_dir={tmp_path}/logs")
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert f"error: checkpoint {path}: not a readable checkpoint" in result.stderr
+@pytest.mark.parametrize("kind", ["missing", "random_bytes"])
+def test_train_names_a_missing_or_foreign_checkpoint(tmp_path: Path, compose, one_thread, kind: str) -> None:
+    from asgcn_lightning.apps.train import train
+
+    _pickle(tmp_path / "tiny.pkl")
+    path, cause = _bad_checkpoint(tmp_path, kind)
+    cfg = compose(["dataset=pyskl", f"dataset.path={tmp_path / 'tiny.pkl'}", "split=predefined", "model=tiny",
+                   "dataset.window=8", "dataset.num_workers=0", "logger=csv", f"ckpt_path={path}"])
+    prepare_pyskl(cfg.dataset.store_dir, path=tmp_path / "tiny.pkl")
+    with pytest.raises(UserError) as error:
+        train(cfg)
+    assert str(error.value).startswith(f"checkpoint {path}: {cause}") and "\n" not in str(error.value)
