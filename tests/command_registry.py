@@ -291,8 +291,8 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
         trained, shrink=SMALL, after=("python -m asgcn_lightning.prepare dataset=mads dataset.root=/data/MADS",)),
     "python -m asgcn_lightning.prepare dataset=pyskl dataset.path=/data/ntu60_3danno.pkl": Runs(
         prepared, subs={"/data/ntu60_3danno.pkl": "{pyskl_pickle}"}),
-    "python train.py dataset=pyskl split=predefined": Runs(
-        trained, shrink=SMALL,
+    "python train.py dataset=pyskl dataset.path=/data/ntu60_3danno.pkl split=predefined": Runs(
+        trained, subs={"/data/ntu60_3danno.pkl": "{pyskl_pickle}"}, shrink=SMALL,
         after=("python -m asgcn_lightning.prepare dataset=pyskl dataset.path=/data/ntu60_3danno.pkl",)),
     PREPARE_KINETICS: Runs(
         prepared, subs={"/data/kinetics-skeleton": "{kinetics_release}"}),
