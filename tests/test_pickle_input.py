@@ -229,6 +229,9 @@ def test_split_names_come_from_the_pickle(tmp_path: Path) -> None:
                                         r"give dataset\.split_train=<name> dataset\.split_test=<name>"):
         _prepare(tmp_path, _write(tmp_path / "anno.pkl", content))
     assert len(_prepare(tmp_path, tmp_path / "anno.pkl", split_train="first", split_test="second")) == 8
+    del content["split"]
+    with pytest.raises(UserError, match="no 'split' dict naming the train and test samples"):
+        _prepare(tmp_path, _write(tmp_path / "anno.pkl", content))
 
 
 def test_3d_camera_coordinates_are_centred_and_upright_with_the_persons_present(tmp_path: Path) -> None:

@@ -40,10 +40,13 @@ def _pairs(splits: dict[str, list[str]]) -> list[tuple[str, str]]:
 def choose_splits(path: Path, splits: dict[str, list[str]], train: str | None,
                   test: str | None) -> tuple[str, str]:
     """The train and test split names: the given ones, else the file's first ``<x>train``/``<x>val`` pair."""
+    if not splits:
+        raise UserError(f"{path}: no 'split' dict naming the train and test samples; add one, e.g. "
+                        "{'split': {'train': [frame_dir, ...], 'test': [...]}, 'annotations': [...]}")
     if train is None or test is None:
         pairs = [(a, b) for a, b in _pairs(splits) if train in (None, a) and test in (None, b)]
         if not pairs:
-            raise UserError(f"{path}: cannot tell its train and test splits among {sorted(splits) or 'no splits'}; "
+            raise UserError(f"{path}: cannot tell its train and test splits among {sorted(splits)}; "
                             "give dataset.split_train=<name> dataset.split_test=<name>")
         train, test = pairs[0]
     for option, wanted in (("split_train", train), ("split_test", test)):
