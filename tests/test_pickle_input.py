@@ -147,11 +147,13 @@ def test_unusable_annotations_are_skipped_and_listed(tmp_path: Path) -> None:
     content = _pickle(tmp_path / "anno.pkl")
     del content["annotations"][1]["keypoint"]
     content["annotations"][2]["keypoint"] = content["annotations"][2]["keypoint"][0]  # (T, V, C): no person axis
+    content["annotations"][3]["keypoint"] = np.zeros((0, 12, 20, 3), np.float32)  # nobody
     content["annotations"].append({"label": 0})  # no frame_dir: named by its position
     store = _prepare(tmp_path, _write(tmp_path / "anno.pkl", content))
     reasons = skipped_reasons(store)
-    assert len(store) == 6
+    assert len(store) == 5
     assert reasons[f"{tmp_path / 'anno.pkl'}:s01"] == "no 'keypoint'"
+    assert reasons[f"{tmp_path / 'anno.pkl'}:s03"].startswith("keypoint has shape (0, 12, 20, 3)")
     assert reasons[f"{tmp_path / 'anno.pkl'}:s02"].startswith("keypoint has shape (12, 20, 3)")
     assert reasons[f"{tmp_path / 'anno.pkl'}:annotation 8"] == "no 'frame_dir'"
 

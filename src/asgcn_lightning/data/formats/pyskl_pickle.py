@@ -163,8 +163,8 @@ def annotation(index: int, raw: Any) -> PysklAnnotation | UnusableAnnotation:
         img_shape = None if shape is None else (int(shape[0]), int(shape[1]))
     except (TypeError, ValueError, IndexError, OverflowError) as error:
         return UnusableAnnotation(name, f"unreadable keypoints or img_shape ({error})")
-    if keypoint.ndim != 4 or keypoint.shape[-1] not in (2, 3) or keypoint.shape[1] == 0 or keypoint.shape[2] == 0:
-        return UnusableAnnotation(name, f"keypoint has shape {keypoint.shape}, expected (M, T>=1, V, 2 or 3)")
+    if keypoint.ndim != 4 or keypoint.shape[-1] not in (2, 3) or 0 in keypoint.shape:
+        return UnusableAnnotation(name, f"keypoint has shape {keypoint.shape}, expected (M>=1, T>=1, V>=1, 2 or 3)")
     if score is not None and score.shape != keypoint.shape[:3]:
         return UnusableAnnotation(name, f"keypoint_score has shape {score.shape}, expected {keypoint.shape[:3]}")
     if not np.isfinite(keypoint).all() or (score is not None and not np.isfinite(score).all()):
