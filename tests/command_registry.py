@@ -90,11 +90,16 @@ def evaluated(done: Done, ws: Workspace) -> None:
     assert 0.0 <= result["metrics"]["test/acc_top1"] <= 1.0, result
 
 
-def prepared(done: Done, ws: Workspace) -> None:
+def prepared(done: Done, ws: Workspace, store: str | None = None) -> None:
     assert done.returncode == 0, done.output()
-    store = re.search(r"dataset=(\w+)", done.command).group(1)
+    store = store or re.search(r"dataset=(\w+)", done.command).group(1)
     meta = json.loads((ws.checkout / "data" / store / "meta.json").read_text())
     assert meta["num_samples"] > 0, meta
+
+
+def prepared_pickle(done: Done, ws: Workspace) -> None:
+    """A pickle's store is named after the file: two pickles never share one."""
+    prepared(done, ws, store="pyskl_ntu60_3danno")
 
 
 def predicted(done: Done, ws: Workspace, output: str | None = None, top_k: int = 5) -> None:
@@ -291,9 +296,9 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
     "python train.py dataset=mads split=xview": Runs(
         trained, shrink=SMALL, after=("python -m asgcn_lightning.prepare dataset=mads dataset.root=/data/MADS",)),
     "python -m asgcn_lightning.prepare dataset=pyskl dataset.path=/data/ntu60_3danno.pkl": Runs(
-        prepared, subs={"/data/ntu60_3danno.pkl": "{pyskl_pickle}"}),
-    "python train.py dataset=pyskl split=predefined": Runs(
-        trained, shrink=SMALL,
+        prepared_pickle, subs={"/data/ntu60_3danno.pkl": "{pyskl_pickle}"}),
+    "python train.py dataset=pyskl dataset.path=/data/ntu60_3danno.pkl split=predefined": Runs(
+        trained, subs={"/data/ntu60_3danno.pkl": "{pyskl_pickle}"}, shrink=SMALL,
         after=("python -m asgcn_lightning.prepare dataset=pyskl dataset.path=/data/ntu60_3danno.pkl",)),
     PREPARE_KINETICS: Runs(
         prepared, subs={"/data/kinetics-skeleton": "{kinetics_release}"}),

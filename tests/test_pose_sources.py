@@ -220,11 +220,12 @@ def _pyskl_file(path: Path, dimensions: int, rng: np.random.Generator) -> dict[s
 @pytest.mark.parametrize("dimensions", [2, 3])
 def test_pyskl_pickle_round_trips(tmp_path: Path, dimensions: int) -> None:
     content = _pyskl_file(tmp_path / "anno.pkl", dimensions, np.random.default_rng(dimensions))
-    splits, annotations = load_pyskl_pickle(tmp_path / "anno.pkl")
-    assert splits["xsub_val"] == [a.frame_dir for a in annotations[4:]]
+    loaded = load_pyskl_pickle(tmp_path / "anno.pkl")
+    assert loaded.splits["xsub_val"] == [a.frame_dir for a in loaded.annotations[4:]]
+    # 3D as stored in the file (the default centres it: tests/test_pickle_input.py)
     with loss_policy(LossPolicy(accept=True)):
-        store = SkeletonStore(prepare_pyskl(tmp_path / "store", path=tmp_path / "anno.pkl",
-                                            split_train="xsub_train", split_test="xsub_val"))
+        store = SkeletonStore(prepare_pyskl(tmp_path / "store", path=tmp_path / "anno.pkl", split_train="xsub_train",
+                                            split_test="xsub_val", normalise=dimensions == 2))
     assert store.meta.channels == 3 and len(store) == 6
     assert store.meta.layout == ("coco17" if dimensions == 2 else "ntu25")
     assert store.index["setup"].tolist() == [1, 1, 1, 1, 2, 2]
@@ -233,7 +234,7 @@ def test_pyskl_pickle_round_trips(tmp_path: Path, dimensions: int) -> None:
         keypoint = raw["keypoint"]
         if dimensions == 2:
             score = raw["keypoint_score"].astype(np.float32)
-            keypoint = np.concatenate([keypoint / [640, 480] - 0.5, score[..., None]], axis=-1)
+            keypoint = np.concatenate([(keypoint - [320, 240]) / 640, score[..., None]], axis=-1)
             # with three people, the two with the highest total score are kept, best first
             order = np.argsort(-score.sum(axis=(1, 2)), kind="stable")[:2]
         else:
@@ -268,7 +269,7 @@ def test_pyskl_bad_input(tmp_path: Path) -> None:
     with loss_policy(LossPolicy(accept=True)):
         store = SkeletonStore(prepare_pyskl(tmp_path / "store", path=tmp_path / "anno.pkl",
                                             split_train="xsub_train", split_test="xsub_val"))
-    assert len(store) == 5 and "differs" in skipped_reasons(store)[f"{tmp_path / 'anno.pkl'}:S001C001P001R001A002"]
+    assert len(store) == 5 and "10 joints" in skipped_reasons(store)[f"{tmp_path / 'anno.pkl'}:S001C001P001R001A002"]
 
 
 def test_pyskl_trains_from_the_cli_config_and_refuses_a_store_of_other_splits(

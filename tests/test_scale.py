@@ -58,11 +58,12 @@ def test_three_ddp_cpu_processes_train_the_one_process_model_with_uneven_shards(
     test (110) shards of unequal sizes, so both the batch split (no repeated samples, losses weighted
     by each process's share) and the evaluation shards (each sample once) are uneven. BatchNorm is
     synchronised (the default of several processes), and augmentation, dropout and Gumbel draws come
-    with the samples: nothing differs but the order of float additions. In float64 (``trainer.precision=64-true``) that order changes results by a few
-    units of 2.2e-16 per operation; Adam (the AIM's optimiser) divides tiny gradients by their own
-    tiny running scale, which amplifies those units over the 20 steps, yet keeps them many orders
-    below 1e-6 relative, while any real difference (one repeated sample, unsynchronised statistics,
-    one other dropout mask) moves the numbers by more than 1e-4.
+    with the samples: nothing differs but the order of float additions. In float64
+    (``trainer.precision=64-true``) that order changes results by a few units of 2.2e-16 per
+    operation; Adam (the AIM's optimiser) divides tiny gradients by their own tiny running scale,
+    which amplifies those units over the 20 steps, yet keeps them many orders below 1e-6 relative,
+    while any real difference (one repeated sample, unsynchronised statistics, one other dropout
+    mask) moves the numbers by more than 1e-4.
     """
     common = ["model=asgcn_tiny", "model.network.dropout=0.5", "split=random", "dataset.classes=[1,2,3,4,5]",
               "split.test_fraction=0.3", "trainer.max_epochs=2", "logger=csv", "torch_threads=1", "test_after_fit=true",

@@ -93,5 +93,12 @@ def checkpoint_run(ckpt_path: Any) -> str:
     return str(name or path.stem)
 
 
+def store_named_after(path: Any, prefix: str) -> str:
+    """``<prefix>_<file stem>`` (``prefix`` alone without a file): one store per source file, none shared."""
+    return f"{prefix}_{Path(str(path)).stem}" if path else prefix
+
+
+if not OmegaConf.has_resolver("store_named_after"):
+    OmegaConf.register_new_resolver("store_named_after", store_named_after)
 if not OmegaConf.has_resolver("checkpoint_run"):
     OmegaConf.register_new_resolver("checkpoint_run", checkpoint_run)
