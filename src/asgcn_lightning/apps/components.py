@@ -78,13 +78,19 @@ def build_module(cfg: DictConfig, datamodule: SkeletonDataModule) -> ActionRecog
     transfer = prepare_transfer(cfg)  # -- transfer learning (docs/transfer.md): source checkpoint of transfer=<mode>
     # partial instantiation: live objects (the layout, the network) never pass through OmegaConf
     network = instantiate(cfg.model.network, _partial_=True)(
-        num_class=datamodule.num_class, layout=datamodule.layout,
-        in_channels=datamodule.in_channels, num_person=datamodule.num_person)
+        num_class=datamodule.num_class, layout=datamodule.layout, in_channels=datamodule.in_channels,
+        num_person=datamodule.num_person, spatial_channels=spatial_channels(cfg, datamodule))
     module = instantiate(cfg.model, _partial_=True, network=None)(network=network, class_names=datamodule.class_names)
     module.model_card = model_card(cfg, datamodule).to_dict()  # checkpoints carry what using them needs
     if transfer is not None:  # -- source weights, frozen modules, backbone learning rate
         transfer.apply(module, datamodule.layout)
     return module
+
+
+def spatial_channels(cfg: DictConfig, datamodule: SkeletonDataModule) -> int | None:
+    """The coordinates among the input channels: the model config's choice, else the store's."""
+    chosen = OmegaConf.select(cfg, "model.network.spatial_channels")
+    return int(chosen) if chosen is not None else datamodule.spatial_channels
 
 
 def model_card(cfg: DictConfig, datamodule: SkeletonDataModule) -> ModelCard:
@@ -97,6 +103,7 @@ def model_card(cfg: DictConfig, datamodule: SkeletonDataModule) -> ModelCard:
     window = OmegaConf.select(cfg, "dataset.window")
     return ModelCard(layout=datamodule.layout.to_spec(), class_names=list(datamodule.class_names),
                      in_channels=datamodule.in_channels, num_person=datamodule.num_person,
+                     spatial_channels=spatial_channels(cfg, datamodule),
                      stream=OmegaConf.select(cfg, "dataset.stream") or "joint",
                      eval_transforms=list(data.get("eval_transforms") or []),
                      window=int(window) if window is not None else None,

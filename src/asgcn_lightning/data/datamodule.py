@@ -168,6 +168,9 @@ class SkeletonDataModule(L.LightningDataModule):
             self.source_labels = resolve_classes(self.classes, source) if self.classes else list(range(len(source)))
             self.class_names = [source[label] for label in self.source_labels]
             self.layout = self.store.layout(self.requested_layout)
+            # spatial transforms move the store's coordinates only (x, y of x, y, confidence)
+            self.train_transform = Compose(self.train_transform.transforms, self.spatial_channels)
+            self.eval_transform = Compose(self.eval_transform.transforms, self.spatial_channels)
         return self.store
 
     # -- what the model needs to know ---------------------------------------------------------------
@@ -179,6 +182,11 @@ class SkeletonDataModule(L.LightningDataModule):
     @property
     def in_channels(self) -> int:
         return self._open().meta.channels
+
+    @property
+    def spatial_channels(self) -> int | None:
+        """Coordinates among the input channels (2 for x, y, confidence); None: every channel up to the third."""
+        return self._open().meta.spatial_channels
 
     @property
     def num_person(self) -> int:

@@ -77,6 +77,7 @@ class StoreMeta:
     skipped: list[dict[str, str]] = field(default_factory=list)
     source: str = ""
     layout_spec: dict[str, Any] | None = None
+    spatial_channels: int | None = None  # coordinates among the channels (2: x, y, confidence); None: up to 3
     created: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -101,6 +102,7 @@ class StoreWriter:
         class_names: Sequence[str],
         source: str = "",
         layout_spec: dict[str, Any] | None = None,
+        spatial_channels: int | None = None,
     ) -> None:
         self.root = Path(root)
         built = make_layout(**(layout_spec or {"name": layout}))
@@ -116,6 +118,7 @@ class StoreWriter:
             class_names=list(class_names),
             source=source,
             layout_spec=built.to_spec(),
+            spatial_channels=spatial_channels,
         )
         self._tmp = temporary_sibling(self.root)
         try:

@@ -23,10 +23,9 @@ import numpy as np
 
 
 def _present(poses: np.ndarray, has_confidence: bool) -> np.ndarray:
-    """Which joints hold data: confidence > 0, or (without confidence) any non-zero coordinate."""
-    if has_confidence:
-        return poses[..., -1] > 0
-    return (poses != 0).any(axis=-1)
+    """Which joints hold data: any non-zero coordinate. A joint with coordinates and a confidence of 0 is
+    annotated with low confidence, not missing: the confidence stays a feature the model weighs."""
+    return (_coordinates(poses, has_confidence) != 0).any(axis=-1)
 
 
 def _coordinates(poses: np.ndarray, has_confidence: bool) -> np.ndarray:
@@ -184,18 +183,20 @@ def _boundary_distance(
 def normalise_by_image_size(
     poses: np.ndarray, image_size: tuple[float, float], *, has_confidence: bool = True,
 ) -> np.ndarray:
-    """Pixel (x, y) → centred ``[-0.5, 0.5]`` by the image ``(width, height)``; missing joints stay 0.
+    """Pixel (x, y) → centred on the image ``(width, height)`` and divided by its longer side; missing joints stay 0.
 
-    Dividing both axes by their own size keeps the frame, not the body, as the reference, the same
-    as the Kinetics-skeleton release does, so position in the frame stays informative.
+    The frame, not the body, stays the reference, so position in the frame stays informative; one
+    scale for both axes keeps the body's proportions (a wide frame does not squash it), and the
+    longer axis spans ``[-0.5, 0.5]``.
     """
     width, height = image_size
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {image_size}")
     out = np.array(poses, dtype=np.float32)
     present = _present(out, has_confidence)
-    out[..., 0] = out[..., 0] / width - 0.5
-    out[..., 1] = out[..., 1] / height - 0.5
+    scale = float(max(width, height))
+    out[..., 0] = (out[..., 0] - width / 2) / scale
+    out[..., 1] = (out[..., 1] - height / 2) / scale
     out[~present] = 0
     return out
 

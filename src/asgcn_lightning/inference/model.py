@@ -129,7 +129,8 @@ def build_from_card(card: ModelCard) -> ActionRecognitionModule:
     """The module and network a card describes, with fresh weights."""
     layout = card.skeleton
     network = instantiate(card.model["network"], _partial_=True)(
-        num_class=len(card.class_names), layout=layout, in_channels=card.in_channels, num_person=card.num_person)
+        num_class=len(card.class_names), layout=layout, in_channels=card.in_channels, num_person=card.num_person,
+        spatial_channels=card.spatial_channels)
     settings = {key: value for key, value in card.model.items() if key != "network"}
     module = instantiate(settings, _partial_=True)(network=network, class_names=card.class_names)
     module.model_card = card.to_dict()
@@ -152,4 +153,4 @@ def load_model(ckpt_path: str | Path, device: str | torch.device = "cpu") -> Loa
     transforms = [instantiate(node) for node in card.eval_transforms]
     if card.stream != "joint":
         transforms.append(Stream(card.stream))
-    return LoadedModel(module, card, card.skeleton, Compose(transforms), ckpt_path)
+    return LoadedModel(module, card, card.skeleton, Compose(transforms, card.spatial_channels), ckpt_path)

@@ -106,5 +106,5 @@ def prepare_kinetics_skeleton(
                         "so no train/val partition: train with split=random", soft_wrap=True)
     splits = {f"{folder.name}/": setup for folder, _, setup in parts if setup != NO_PARTITION}
     spec = StoreSpec(dataset="kinetics_skeleton", layout=COCO18, num_person=num_person, channels=3, source=str(root),
-                     splits=splits)
+                     splits=splits, spatial_channels=2)
     return write_store(store_dir, spec, _clip_items(parts, spec, num_classes))

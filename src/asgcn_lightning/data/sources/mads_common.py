@@ -46,6 +46,6 @@ def write_openpose_store(
 ) -> Path:
     """The store of MADS OpenPose videos, whichever folder layout they were found in."""
     spec = StoreSpec(dataset="mads", layout=choose_layout(videos, None, None), num_person=num_person, channels=3,
-                     source=str(root), class_names=names)
+                     source=str(root), class_names=names, spatial_channels=2)
     return write_store(store_dir, spec, chain(skipped, openpose_video_items(
         videos, spec, window=window, stride=stride, image_size=image_size)))

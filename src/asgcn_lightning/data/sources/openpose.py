@@ -268,6 +268,7 @@ def prepare_openpose_folder(
     if not videos:
         raise UserError(f"{root}: no labelled OpenPose videos found (<video>_<frame:012d>_keypoints.json)")
     spec = StoreSpec(dataset=dataset, layout=choose_layout(videos, layout, "dataset.prepare.layout"),
-                     num_person=num_person, channels=3, source=str(root), class_names=names)
+                     num_person=num_person, channels=3, source=str(root), class_names=names,
+                     spatial_channels=2)
     return write_store(store_dir, spec, chain(skipped, openpose_video_items(
         videos, spec, window=window, stride=stride, image_size=image_size)))

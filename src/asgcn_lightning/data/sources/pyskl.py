@@ -158,7 +158,8 @@ def prepare_pyskl(
     num_joints, dimensions, has_score = shape
     persons = num_person or min(MAX_DERIVED_PERSONS, _persons_present([a for a in chosen if a.shape_key == shape]))
     spec = StoreSpec(dataset="pyskl", layout=pyskl_layout(layout, num_joints, dimensions), num_person=persons,
-                     channels=dimensions + has_score, source=str(path), class_names=names)
+                     channels=dimensions + has_score, source=str(path), class_names=names,
+                     spatial_channels=dimensions)
     log.info("pyskl %s: splits %s/%s, layout %s (%s), %d person(s), %d classes", path.name, split_train, split_test,
              spec.layout.name, decided_by, spec.num_person, len(names))
     return write_store(store_dir, spec, _items(path, content, setups, spec, has_score=has_score,

@@ -71,6 +71,7 @@ class StoreSpec:
     source: str
     class_names: list[str] = field(default_factory=list)
     splits: dict[str, int] = field(default_factory=dict)
+    spatial_channels: int | None = None  # 2 for x, y, confidence; None: every channel up to the third is space
 
 
 def read_or_skip(source: str | Path, read: Callable[[], T], *, part_of: str | None = None,
@@ -149,7 +150,8 @@ def write_store(store_dir: str | Path, spec: StoreSpec, items: Iterable[Item]) -
     try:
         with StoreWriter(store_dir, dataset=spec.dataset, layout=spec.layout.name, num_person=spec.num_person,
                          num_joints=spec.layout.num_joints, channels=spec.channels, class_names=spec.class_names,
-                         source=spec.source, layout_spec=spec.layout.to_spec()) as writer:
+                         source=spec.source, layout_spec=spec.layout.to_spec(),
+                         spatial_channels=spec.spatial_channels) as writer:
             for item in items:
                 if isinstance(item, Sample):
                     _add(writer, checks, item)
