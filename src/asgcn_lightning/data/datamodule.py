@@ -28,7 +28,7 @@ from asgcn_lightning.skeleton.layouts import Layout
 
 log = logging.getLogger(__name__)
 
-Split = Callable[[dict[str, np.ndarray]], Partition]
+Split = Callable[[dict[str, np.ndarray], np.ndarray], Partition]
 
 
 def unrepeated_sampler(dataset: Dataset) -> Sampler | None:
@@ -204,8 +204,8 @@ class SkeletonDataModule(L.LightningDataModule):
         store = self._open()
         labels = self._labels()
         keep = labels >= 0
-        partition = self.split(store.index)
-        train, val, test = (rows[keep[rows]] for rows in partition)
+        partition = self.split(store.index, keep)  # validation carved from the chosen classes' samples
+        train, val, test = partition
         name = getattr(self.split, "name", self.split)
         if len(train) == 0 or len(val) == 0 or len(test) == 0:
             raise UserError(f"split {name!r} leaves {len(train)} training, {len(val)} validation and {len(test)} test "

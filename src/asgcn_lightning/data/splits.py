@@ -45,8 +45,11 @@ class Split:
         """Rows of the protocol's training side (training + validation) and of its test set."""
         raise NotImplementedError
 
-    def __call__(self, index: dict[str, np.ndarray]) -> Partition:
+    def __call__(self, index: dict[str, np.ndarray], used: np.ndarray | None = None) -> Partition:
+        """The three parts; ``used`` (a mask over the rows, e.g. a class subset) limits them to those rows."""
         train_side, test = self.sides(index)
+        if used is not None:
+            train_side, test = train_side[used[train_side]], test[used[test]]
         if self.val_fraction == 0:
             return Partition(train_side, test, test)
         train, val = carve_validation(index, train_side, self.val_fraction, self.val_seed)
