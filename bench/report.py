@@ -118,7 +118,7 @@ def print_table(results: dict[str, Any]) -> None:
                       f"{busy['hogs']} CPU hogs ({busy['busy_over_idle']:.2f}×)"
                       + (f"; libgomp's spinning default {busy['spinning']['idle_median_s']:.1f} s / "
                          f"{busy['spinning']['busy_median_s']:.1f} s ({busy['spinning']['busy_over_idle']:.2f}×)"
-                         if "spinning" in busy else ""))
+                         if "spinning" in busy else ""), soft_wrap=True)
     for key, check in results["targets"].items():
         mark = {True: "[green]met[/]", False: "[red]not met[/]", None: "[yellow]not measured[/]"}[check["met"]]
         value = "–" if check["value"] is None else f"{check['value']:.3g}"
