@@ -19,12 +19,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 train: setup
 	$(BIN)/python train.py
 
+# two pytest workers: most tests wait on one single-threaded training process at a time
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # every README/docs command line, run as a user types it (tests/command_registry.py)
 acceptance: setup
-	$(BIN)/python -m pytest -q -m acceptance tests/test_documented_commands.py
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m acceptance tests/test_documented_commands.py
 
 lint: setup
 	$(BIN)/ruff check src tests bench *.py

@@ -32,8 +32,8 @@ def measure_loader(repeats: int, overrides: Sequence[str] = ()) -> dict[str, Any
         rates = []
         for _ in range(repeats):  # whole epochs, so prefetched batches cannot inflate the rate
             begin, count = time.perf_counter(), 0
-            for _, labels in loader:
-                count += len(labels)
+            for batch in loader:  # (samples, labels, seeds)
+                count += len(batch[0])
             rates.append(count / (time.perf_counter() - begin))
         result[f"samples_per_s_{workers}_workers"] = statistics.median(rates)
     result["num_workers"] = int(cfg.dataset.num_workers)

@@ -18,9 +18,11 @@ import pytest
 from conftest import REPO_ROOT
 from pose_helpers import skipped_reasons
 
+from asgcn_lightning.data.sources.losses import loss_policy
 from asgcn_lightning.data.sources.pyskl import prepare_pyskl
 from asgcn_lightning.data.store import SkeletonStore
 from asgcn_lightning.errors import DataFormatError, UserError
+from asgcn_lightning.schemas import LossPolicy
 from asgcn_lightning.skeleton.layouts import KINECT20
 
 
@@ -56,7 +58,9 @@ def _write(path: Path, content: dict[str, Any], protocol: int = pickle.DEFAULT_P
 
 
 def _prepare(tmp_path: Path, path: Path, **options: Any) -> SkeletonStore:
-    return SkeletonStore(prepare_pyskl(tmp_path / "store", path=path, **options))
+    """A preparation that keeps what it could read, however much it lost (the skips are what these tests check)."""
+    with loss_policy(LossPolicy(accept=True)):
+        return SkeletonStore(prepare_pyskl(tmp_path / "store", path=path, **options))
 
 
 class _RunsShell:
@@ -138,7 +142,8 @@ def test_the_layout_is_that_of_most_annotations_not_the_first(tmp_path: Path) ->
     # a layout given explicitly decides instead: the one 17-joint annotation is stored, the 19 others skipped
     coco = {"name": "my17", "joints": [f"j{i}" for i in range(17)], "edges": [[i, i + 1] for i in range(16)],
             "centre": 0}
-    store = SkeletonStore(prepare_pyskl(tmp_path / "store17", path=tmp_path / "anno.pkl", layout=coco))
+    with loss_policy(LossPolicy(accept=True)):
+        store = SkeletonStore(prepare_pyskl(tmp_path / "store17", path=tmp_path / "anno.pkl", layout=coco))
     assert store.index["name"].tolist() == ["s00"] and store.meta.layout == "my17"
     assert len(store.meta.skipped) == 19
 

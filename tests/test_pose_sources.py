@@ -134,8 +134,11 @@ def test_tracking_identity_survives_shuffled_detections(kick_videos: dict[str, l
 
 def test_normalisation_keeps_missing_joints_zero() -> None:
     poses = np.array([[[[960.0, 540.0, 0.9], [0.0, 0.0, 0.0], [1920.0, 0.0, 0.5]]]], np.float32)
-    by_image = normalise_by_image_size(poses, (1920, 1080))
-    np.testing.assert_allclose(by_image[0, 0], [[0.0, 0.0, 0.9], [0, 0, 0], [0.5, -0.5, 0.5]])
+    by_image = normalise_by_image_size(poses, (1920, 1080))  # centred on the image, divided by its longer side
+    np.testing.assert_allclose(by_image[0, 0], [[0.0, 0.0, 0.9], [0, 0, 0], [0.5, -0.28125, 0.5]])
+    # annotated with confidence 0: low confidence, not missing; its coordinates stay
+    low = normalise_by_image_size(np.array([[[[480.0, 1080.0, 0.0]]]], np.float32), (1920, 1080))
+    np.testing.assert_allclose(low[0, 0], [[-0.25, 0.28125, 0.0]])
     # box (960, 0)-(1920, 540): centre (1440, 270), larger side 960
     by_extent = normalise_by_extent(poses)
     np.testing.assert_allclose(by_extent[0, 0], [[-0.5, 0.28125, 0.9], [0, 0, 0], [0.5, -0.28125, 0.5]])

@@ -90,7 +90,7 @@ def test_a_default_run_logs_one_line_per_epoch_to_a_file_and_no_library_chatter(
     output = done.stdout + done.stderr
     assert [noise for noise in NOISE if noise in output] == []
     lines = done.stdout.splitlines()
-    assert "samples: train 480, val/test 240; 1 process" in lines
+    assert "samples: train 420, val 60, test 240; 1 process" in lines
     aim = next(line for line in lines if line.startswith("epoch 0/1 (aim), step 3: train/aim_loss "))
     main = next(line for line in lines if line.startswith("epoch 1/1 (main), step 6: train/loss "))
     assert "val/aim_loss" in aim and "samples/s; ETA" in aim

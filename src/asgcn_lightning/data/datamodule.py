@@ -156,8 +156,8 @@ class SkeletonDataModule(L.LightningDataModule):
             raise UserError(stale_store_message(self.store_dir, self._prepare, self.prepare_command,
                                                 differences=given))
         if differences:
-            self._report(f"{self.store_dir}: using the settings it was prepared with ("
-                         + "; ".join(f"{key}={recorded!r}" for key, (recorded, _now) in differences.items()) + ")")
+            kept = "; ".join(f"{key}={recorded!r} (now {now!r})" for key, (recorded, now) in differences.items())
+            self._report(f"{self.store_dir}: using the settings it was prepared with ({kept})")
         return False
 
     def _open(self) -> SkeletonStore:
