@@ -255,8 +255,9 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
     "make setup && make train": Runs(make_dry_run("train", ".venv/bin/python train.py"),
                                      subs={"make setup && make train": "make -n setup train"}),
     "make test": Runs(make_dry_run("test", ".venv/bin/python -m pytest"), subs={"make test": "make -n test"}),
-    "make acceptance": Runs(make_dry_run("acceptance", ".venv/bin/python -m pytest -q -n 2 --dist loadgroup -m acceptance"),
-                            subs={"make acceptance": "make -n acceptance"}),
+    "make acceptance": Runs(
+        make_dry_run("acceptance", ".venv/bin/python -m pytest -q -n 2 --dist loadgroup -m acceptance"),
+        subs={"make acceptance": "make -n acceptance"}),
     "make train": Runs(make_dry_run("train", ".venv/bin/python train.py"), subs={"make train": "make -n train"}),
     "make setup": Runs(in_output(r"Nothing to be done|is up to date")),
     "make bench": Runs(make_dry_run("bench", ".venv/bin/python -m bench --fixtures"),
