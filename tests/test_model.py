@@ -334,6 +334,27 @@ def test_reported_accuracy_is_that_of_the_deployed_forward(tmp_path: Path) -> No
     assert reported["test/ce"] != pytest.approx(F.cross_entropy(observed_only, test[1]).item(), rel=1e-4)
 
 
+@pytest.mark.parametrize("aim_epochs", [0, 1], ids=["main-stage", "aim-stage"])
+def test_an_evaluation_stand_in_counts_in_no_metric(aim_epochs: int, tmp_path: Path) -> None:
+    """A process without an evaluation sample of its own runs a stand-in batch: every logged number stays that
+    of the real samples."""
+    from asgcn_lightning.models.module import NO_LABEL
+
+    x, y = synthetic_batch(0, 10)
+    module = tiny_module(ASGCN(10, NTU25, num_person=1, **TINY), aim_epochs=aim_epochs)
+    trainer = Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                      enable_model_summary=False, enable_progress_bar=False)
+    with_stand_in = TensorDataset(torch.cat([x, x[:1] * 7]), torch.cat([y, torch.tensor([NO_LABEL])]))
+    real = trainer.validate(module, DataLoader(TensorDataset(x, y), batch_size=4), verbose=False)[0]
+    both = trainer.validate(module, DataLoader(with_stand_in, batch_sampler=[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [10]]),
+                            verbose=False)[0]
+    assert real.keys() == both.keys() and len(real) > 1, real
+    for name, value in real.items():
+        assert both[name] == pytest.approx(value, rel=1e-6), name
+    if not aim_epochs:
+        assert torch.equal(module.last_val_confusion.sum(), torch.tensor(10))
+
+
 # -- multi-clip testing -------------------------------------------------------------------------------------
 def test_uniform_sample_clips_are_evenly_spaced_phases_of_each_segment() -> None:
     sequence = np.arange(40, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 3, 3), np.float32)

@@ -170,7 +170,8 @@ def test_torchrun_with_a_sweep_is_refused(compose, monkeypatch):
 
 
 def test_ddp_evaluation_sees_every_sample_exactly_once(tmp_path):
-    """An odd number of validation samples over 2 processes: no sample repeated to even them out."""
+    """An odd number of evaluation samples over 2 processes: no sample repeated to even them out; a process
+    left without a sample evaluates a stand-in that no metric counts."""
     from asgcn_lightning.data.sources.synthetic import prepare_synthetic
 
     prepare_synthetic(tmp_path / "syn", num_subjects=3, num_cameras=1, num_setups=1)
@@ -180,8 +181,10 @@ def test_ddp_evaluation_sees_every_sample_exactly_once(tmp_path):
 def _evaluation_shard_worker(rank: int, port: int, store_dir: Path) -> None:
     import torch.distributed as dist
 
-    from asgcn_lightning.data.datamodule import SkeletonDataModule, unrepeated_sampler
+    from asgcn_lightning.data.datamodule import SkeletonDataModule, evaluation_sampler
+    from asgcn_lightning.data.sampling import NO_LABEL, STAND_IN
     from asgcn_lightning.data.splits import MetadataSplit
+    from asgcn_lightning.models.module import NO_LABEL as IGNORED_BY_METRICS
 
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
@@ -193,8 +196,10 @@ def _evaluation_shard_worker(rank: int, port: int, store_dir: Path) -> None:
     shards: list[list[int]] = [[], []]
     dist.all_gather_object(shards, mine)
     assert sorted(shards[0] + shards[1]) == [0, 1, 2] and len(shards[0]) == 2 and len(shards[1]) == 1
-    # fewer samples than processes: one would get none and miss the epoch-end sync, so Lightning pads
-    assert unrepeated_sampler(torch.utils.data.Subset(module.test_set, [0])) is None
+    # fewer samples than processes: the second process evaluates a stand-in, labelled so no metric counts it
+    alone = list(iter(evaluation_sampler(torch.utils.data.Subset(module.test_set, [0]))))
+    assert alone == ([0] if rank == 0 else [STAND_IN])
+    assert module.test_set[STAND_IN][1] == NO_LABEL == IGNORED_BY_METRICS
     dist.destroy_process_group()
 
 

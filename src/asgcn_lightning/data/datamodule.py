@@ -12,14 +12,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from filelock import FileLock
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from asgcn_lightning.data.classes import resolve_classes
 from asgcn_lightning.data.provenance import differing_arguments, prepare_store, stale_store_message
-from asgcn_lightning.data.sampling import GlobalBatchSampler
+from asgcn_lightning.data.sampling import NO_LABEL, STAND_IN, EvaluationSampler, GlobalBatchSampler
 from asgcn_lightning.data.splits import Partition
 from asgcn_lightning.data.store import META_FILE, SkeletonStore
 from asgcn_lightning.data.transforms import Compose, Stream
@@ -31,18 +30,16 @@ log = logging.getLogger(__name__)
 Split = Callable[[dict[str, np.ndarray], np.ndarray], Partition]
 
 
-def unrepeated_sampler(dataset: Dataset) -> Sampler | None:
-    """Under DDP, each evaluation sample on exactly one process; None in a single process.
+def evaluation_sampler(dataset: Dataset) -> Sampler | None:
+    """Under DDP, each evaluation sample on exactly one process; None (Lightning's plain order) in one process.
 
     Lightning's default DistributedSampler pads the last batches by repeating samples so that every
     process gets as many, and the synced metrics then count those samples twice. Lightning keeps a
-    sampler that is already distributed, so this one is used as it is. With fewer samples than
-    processes a process would get none and skip the epoch-end synchronisation the others wait in, so
-    Lightning's padding stays then.
+    sampler that is already distributed, so this one is used as it is.
     """
-    if not (dist.is_available() and dist.is_initialized()) or not 1 < dist.get_world_size() <= len(dataset):
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return None
-    return UnrepeatedDistributedSampler(dataset, shuffle=False)
+    return EvaluationSampler(dataset)
 
 
 class SkeletonDataset(Dataset):
@@ -63,7 +60,12 @@ class SkeletonDataset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int] | tuple[torch.Tensor, int, int]:
-        """``(sample, label)``; a training item also carries its seed, which the model's noise draws from."""
+        """``(sample, label)``; a training item also carries its seed, which the model's noise draws from.
+
+        The evaluation stand-in is the first sample, labelled :data:`NO_LABEL`.
+        """
+        if item == STAND_IN:
+            return self[0][0], NO_LABEL
         position, seed = item if isinstance(item, tuple) else (item, int(self.indices[item]))
         rng = np.random.default_rng(seed)
         sequence = self.transform(self.store.sequence(int(self.indices[position])), self.layout, rng)
@@ -250,10 +252,10 @@ class SkeletonDataModule(L.LightningDataModule):
         return self._loader(self.train_set, self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size, unrepeated_sampler(self.val_set))
+        return self._loader(self.val_set, self.eval_batch_size, evaluation_sampler(self.val_set))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, unrepeated_sampler(self.test_set))
+        return self._loader(self.test_set, self.eval_batch_size, evaluation_sampler(self.test_set))
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

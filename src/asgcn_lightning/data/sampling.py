@@ -7,6 +7,11 @@ without the repeated samples that Lightning's default distributed sampler pads u
 and every process has the same number of batches, so no collective waits for a process that has
 run out. Each sample comes with the seed of its augmentation, drawn from the same seeded stream, so
 augmentation does not depend on which worker process or which run (interrupted or not) loads it.
+
+Evaluation gives each sample to exactly one process. A process left without any (fewer samples
+than processes) evaluates one stand-in, :data:`STAND_IN`, which the dataset returns with the label
+:data:`NO_LABEL` and the metrics leave out: it still takes part in the epoch-end synchronisation
+the other processes wait in.
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ from collections.abc import Iterator, Sized
 import numpy as np
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
+
+STAND_IN = -1
+"""The index an evaluation sampler yields for a process that has no sample of its own."""
+
+NO_LABEL = -1
+"""The label of a stand-in sample: metrics ignore it, losses weigh it zero."""
 
 
 def _world() -> tuple[int, int]:
@@ -64,3 +75,23 @@ class GlobalBatchSampler(DistributedSampler):
         seeds = stream.integers(0, 2**31 - 1, size=len(self.dataset))
         for position in self._positions:
             yield int(order[position]), int(seeds[position])
+
+
+class EvaluationSampler(DistributedSampler):
+    """Positions ``rank, rank + N, ...`` in order: every sample on exactly one process, none repeated.
+
+    Shards differ by at most one sample; a process whose shard is empty yields :data:`STAND_IN` once,
+    so a batch holds either real samples only or the stand-in alone.
+    """
+
+    def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None) -> None:
+        world, own_rank = _world()
+        num_replicas, rank = num_replicas or world, own_rank if rank is None else rank
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self._positions = list(range(rank, len(dataset), num_replicas)) or [STAND_IN]
+
+    def __len__(self) -> int:
+        return len(self._positions)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._positions)

@@ -28,6 +28,9 @@ from asgcn_lightning.models.card import CARD_KEY
 from asgcn_lightning.models.noise import per_sample_noise
 from asgcn_lightning.schemas import AimMode
 
+NO_LABEL = -1
+"""The label of an evaluation stand-in (a process with no sample of its own): counted by no metric."""
+
 
 class ActionRecognitionModule(L.LightningModule):
     """Wraps any network that follows :mod:`asgcn_lightning.models.network`.
@@ -80,16 +83,16 @@ class ActionRecognitionModule(L.LightningModule):
         self.val_metrics = self._accuracy(num_class, "val/")
         self.test_metrics = self._accuracy(num_class, "test/")
         self.epoch_means = nn.ModuleDict()  # validation/test losses and terms, by name: see _log_mean
-        self.val_confusion = MulticlassConfusionMatrix(num_class)
-        self.test_confusion = MulticlassConfusionMatrix(num_class)
+        self.val_confusion = MulticlassConfusionMatrix(num_class, ignore_index=NO_LABEL)
+        self.test_confusion = MulticlassConfusionMatrix(num_class, ignore_index=NO_LABEL)
         self.save_hyperparameters(ignore=["network"], logger=False)
         self.model_card: dict[str, Any] | None = None  # set by whoever knows the data (apps.components.build_module)
 
     @staticmethod
     def _accuracy(num_class: int, prefix: str) -> MetricCollection:
-        metrics = {"acc_top1": MulticlassAccuracy(num_class, top_k=1, average="micro")}
+        metrics = {"acc_top1": MulticlassAccuracy(num_class, top_k=1, average="micro", ignore_index=NO_LABEL)}
         if num_class > 5:
-            metrics["acc_top5"] = MulticlassAccuracy(num_class, top_k=5, average="micro")
+            metrics["acc_top5"] = MulticlassAccuracy(num_class, top_k=5, average="micro", ignore_index=NO_LABEL)
         return MetricCollection(metrics, prefix=prefix)
 
     # -- stages ------------------------------------------------------------------------------------
@@ -257,20 +260,22 @@ class ActionRecognitionModule(L.LightningModule):
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str, metrics: MetricCollection,
                   confusion: MulticlassConfusionMatrix) -> None:
+        """Update the epoch's metrics; a stand-in batch (labels :data:`NO_LABEL`) runs the same steps at weight 0."""
         x, y = batch
         x, clips = self.split_clips(x)
+        counted = int((y != NO_LABEL).sum())
         if self.stage == "aim":
             aim = self.network.aim_loss(x)
-            self._log_terms(prefix, aim.losses, aim.metrics, len(y), loss_name="aim_loss",
+            self._log_terms(prefix, aim.losses, aim.metrics, counted, loss_name="aim_loss",
                             loss=sum(aim.losses.values()))
             return
         out = self.network.forward_train(x)
         log_probabilities = self.log_probabilities(out.logits, clips)
-        ce = F.nll_loss(log_probabilities, y)
+        ce = F.nll_loss(log_probabilities, y, ignore_index=NO_LABEL) if counted else log_probabilities.new_zeros(())
         metrics.update(log_probabilities, y)
         confusion.update(log_probabilities, y)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
-        self._log_terms(prefix, {"ce": ce, **out.losses}, out.metrics, len(y), loss_name="loss",
+        self._log_terms(prefix, {"ce": ce, **out.losses}, out.metrics, counted, loss_name="loss",
                         loss=ce + sum(out.losses.values()))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -283,10 +288,10 @@ class ActionRecognitionModule(L.LightningModule):
         x = batch[0] if isinstance(batch, list | tuple) else batch
         x, clips = self.split_clips(x)
         probabilities = self.log_probabilities(self.network(x), clips).exp()
-        out = {"probabilities": probabilities}
-        if isinstance(batch, list | tuple) and len(batch) > 1:
-            out["labels"] = batch[1]
-        return out
+        if not (isinstance(batch, list | tuple) and len(batch) > 1):
+            return {"probabilities": probabilities}
+        real = batch[1] != NO_LABEL
+        return {"probabilities": probabilities[real], "labels": batch[1][real]}
 
     # -- the model card (models/card.py): checkpoints that describe themselves ---------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
