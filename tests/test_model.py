@@ -355,6 +355,28 @@ def test_an_evaluation_stand_in_counts_in_no_metric(aim_epochs: int, tmp_path: P
         assert torch.equal(module.last_val_confusion.sum(), torch.tensor(10))
 
 
+def test_side_losses_of_a_batch_are_the_sample_weighted_mean_of_its_shards() -> None:
+    """AIM and prediction terms are means over samples, so processes holding shards of a batch (weighted by
+    their share, as the training step and evaluation do) compute the whole batch's numbers, also when the
+    shards hold different numbers of second persons."""
+    x, _ = synthetic_batch(0, 7, num_person=2)
+    x[..., 1] = synthetic_batch(7, 7)[0][..., 0].flip(2) + 0.5  # a second person, moving otherwise
+    x[[0, 3, 4], ..., 1] = 0.0  # absent in three samples, all in the first shard
+    network = ASGCN(5, NTU25, num_person=2, **TINY).eval()
+    with torch.no_grad():
+        whole = {**network.aim_loss(x).losses, **network.aim_loss(x).metrics, **network.forward_train(x).losses,
+                 **network.forward_train(x).metrics}
+        shards = [(len(part), {**network.aim_loss(part).losses, **network.aim_loss(part).metrics,
+                               **network.forward_train(part).losses, **network.forward_train(part).metrics})
+                  for part in (x[:5], x[5:])]
+    assert set(whole) >= {"nll", "kl", "aim_mse", "prediction", "mpjpe", "mpjpe_repeat_last"}
+    for name, value in whole.items():
+        combined = sum(size * terms[name] for size, terms in shards) / len(x)
+        torch.testing.assert_close(combined, value, rtol=1e-5, atol=0, msg=name)
+        unweighted = sum(terms[name] for _, terms in shards) / len(shards)
+        assert name == "kl" or not torch.isclose(unweighted, value, rtol=1e-3), name  # the shards do differ
+
+
 # -- multi-clip testing -------------------------------------------------------------------------------------
 def test_uniform_sample_clips_are_evenly_spaced_phases_of_each_segment() -> None:
     sequence = np.arange(40, dtype=np.float32)[:, None, None, None] * np.ones((1, 2, 3, 3), np.float32)

@@ -27,6 +27,7 @@ from torch import nn
 
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.models.noise import gumbel_softmax_hard
+from asgcn_lightning.models.reduction import mean_per_sample
 
 
 def default_prior(num_types: int, none: float = 0.95) -> tuple[float, ...]:
@@ -208,8 +209,9 @@ class AIM(nn.Module):
         others, none = self._self_pairs(logits)
         return logits.softmax(-1) * others + none
 
-    def loss(self, bodies: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Reconstruction NLL, KL to the prior and MSE, per joint of each body present in the batch.
+    def loss(self, bodies: torch.Tensor, samples: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reconstruction NLL, KL to the prior and MSE per joint, each the mean over ``samples`` of the
+        sample's mean over its bodies (``bodies`` holds ``samples × persons`` rows, persons adjacent).
 
         Bodies that are all zero (an absent second person) are left out of every term.
         """
@@ -219,11 +221,11 @@ class AIM(nn.Module):
         predicted = self.decoder(poses, links[..., 1:])
         target = poses[:, 1:]
         present = (bodies.abs().flatten(1).amax(1) > 0).to(bodies.dtype)
-        count = present.sum().clamp(min=1.0) * poses.shape[2]
+        joints = poses.shape[2]
         squared = (predicted - target).square()
-        nll = (squared.sum(dim=(1, 2, 3)) * present).sum() / (2 * self.variance * count)
-        mse = (squared.mean(dim=(1, 2, 3)) * present).sum() / present.sum().clamp(min=1.0)
+        nll = squared.sum(dim=(1, 2, 3)) / (2 * self.variance * joints)
         log_p = logits.log_softmax(-1)
         others, _ = self._self_pairs(logits)
-        kl = (log_p.exp() * (log_p - self.log_prior) * others).sum(dim=(1, 2, 3))
-        return nll, (kl * present).sum() / count, mse.detach()
+        kl = (log_p.exp() * (log_p - self.log_prior) * others).sum(dim=(1, 2, 3)) / joints
+        mse = squared.detach().mean(dim=(1, 2, 3))
+        return tuple(mean_per_sample(term, present, samples) for term in (nll, kl, mse))

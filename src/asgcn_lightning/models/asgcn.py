@@ -29,6 +29,7 @@ from asgcn_lightning.models.aim import AIM
 from asgcn_lightning.models.blocks import ASGCBlock
 from asgcn_lightning.models.heads import PredictionHead, RecognitionHead
 from asgcn_lightning.models.network import NetworkOutput
+from asgcn_lightning.models.reduction import mean_per_sample
 from asgcn_lightning.skeleton.graph import structural_links
 from asgcn_lightning.skeleton.layouts import Layout, make_layout
 
@@ -301,15 +302,15 @@ class ASGCN(nn.Module):
         predicted = self.predictor(features, self.recent_frames(bodies[:, :spatial]), self.s_links, a_links)
         target = self.bodies(x[:, :spatial, x.shape[2] - self.predict_frames:]).transpose(1, 2)
         valid = (target.abs().sum(dim=2) > 0).to(x.dtype)
-        count = valid.sum().clamp(min=1.0)
+        samples = x.shape[0]
         squared = (predicted - target).square().sum(dim=2)
-        loss = (squared * valid).sum() / count
-        mpjpe = (squared.detach().sqrt() * valid).sum() / count
+        loss = mean_per_sample(squared, valid, samples)
+        mpjpe = mean_per_sample(squared.detach().sqrt(), valid, samples)
         # the "repeat the last observed frame" baseline the prediction head has to beat
         baseline = (bodies[:, :spatial, -1:].transpose(1, 2) - target).detach().square().sum(dim=2)
-        if self.prediction_loss == "relative_l2":
-            loss = loss / ((baseline * valid).sum() / count).clamp(min=1e-12)
-        baseline_mpjpe = (baseline.sqrt() * valid).sum() / count
+        if self.prediction_loss == "relative_l2":  # relative to this batch's baseline: not a mean over samples
+            loss = loss / mean_per_sample(baseline, valid, samples).clamp(min=1e-12)
+        baseline_mpjpe = mean_per_sample(baseline.sqrt(), valid, samples)
         return NetworkOutput(logits=x.new_zeros(0), losses={"prediction": self.prediction_weight * loss},
                              metrics={"mpjpe": mpjpe, "mpjpe_repeat_last": baseline_mpjpe})
 
@@ -317,5 +318,5 @@ class ASGCN(nn.Module):
         """The AIM objective on the whole window: ``nll + kl``, plus the reconstruction MSE as a metric."""
         if self.aim is None:
             raise UserError("this network has no A-link inference module (use_alinks is false)")
-        nll, kl, mse = self.aim.loss(self.bodies(x))
+        nll, kl, mse = self.aim.loss(self.bodies(x), samples=x.shape[0])
         return NetworkOutput(logits=x.new_zeros(0), losses={"nll": nll, "kl": kl}, metrics={"aim_mse": mse})
