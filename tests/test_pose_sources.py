@@ -318,18 +318,21 @@ def test_natops_converts_to_360_samples(tmp_path: Path, fixtures_dir: Path) -> N
     np.testing.assert_allclose(store.sequence(0)[:, 0, 7], raw.series[0][21:24].T)
 
 
-@pytest.mark.parametrize(("data", "problem"), [
-    ("1,2,3:4,5,6:1.0", "line 4: 2 channels, expected 3"),
-    ("1,2,3:4,5,6:7,8,x:1.0", "line 4, channel 3: non-numeric"),
-    ("1,2,3:4,5,6:7,8,9:7.0", "class '7.0' is not one of"),
-    ("1,2,3:4,5:7,8,9:1.0", "different lengths"),
+@pytest.mark.parametrize(("data", "problem", "label"), [
+    ("1,2,3:4,5,6:1.0", "line 5: 2 channels, expected 3", "1.0"),
+    ("1,2,3:4,5,6:7,8,x:1.0", "line 5, channel 3: non-numeric", "1.0"),
+    ("1,2,3:4,5,6:7,8,9:7.0", "line 5: class '7.0' is not one of", None),
+    ("1,2,3:4,5:7,8,9:1.0", "line 5: channels have different lengths", "1.0"),
 ])
-def test_malformed_ts_names_line(tmp_path: Path, data: str, problem: str) -> None:
+def test_a_malformed_ts_line_costs_its_sample_only(tmp_path: Path, data: str, problem: str,
+                                                   label: str | None) -> None:
     path = tmp_path / "bad.ts"
-    path.write_text(f"@dimensions 3\n@classLabel true 1.0 2.0\n@data\n{data}\n")
-    with pytest.raises(DataFormatError, match=problem) as error:
-        read_ts(path)
-    assert str(path) in str(error.value)
+    path.write_text(f"@dimensions 3\n@classLabel true 1.0 2.0\n@data\n1,2:3,4:5,6:2.0\n{data}\n7,8:9,1:2,3:1.0\n")
+    parsed = read_ts(path)
+    assert [rejected.ordinal for rejected in parsed.rejected] == [1] and parsed.ordinals == [0, 2]
+    assert parsed.rejected[0].reason.startswith(problem) and parsed.rejected[0].label == label
+    assert parsed.labels == ["2.0", "1.0"]
+    np.testing.assert_array_equal(parsed.series[1], [[7, 8], [9, 1], [2, 3]])
 
 
 def test_ts_without_data_section(tmp_path: Path) -> None:
@@ -337,6 +340,23 @@ def test_ts_without_data_section(tmp_path: Path) -> None:
     path.write_text("@problemName x\n@classLabel true 1 2\n")
     with pytest.raises(DataFormatError, match="no @data"):
         read_ts(path)
+
+
+def test_natops_with_one_malformed_line_loses_that_sample_only(tmp_path: Path, fixtures_dir: Path) -> None:
+    root = tmp_path / "natops"
+    root.mkdir()
+    shutil.copy(fixtures_dir / "natops" / "NATOPS_TEST.ts", root)
+    lines = (fixtures_dir / "natops" / "NATOPS_TRAIN.ts").read_text(errors="replace").splitlines()
+    first = next(number for number, line in enumerate(lines) if line.strip().lower() == "@data") + 1
+    tenth = first + 9
+    lines[tenth] = lines[tenth].replace(",", ",x,", 1)  # a non-numeric value in the 10th sample's first channel
+    (root / "NATOPS_TRAIN.ts").write_text("\n".join(lines) + "\n")
+    store = SkeletonStore(prepare_natops(tmp_path / "store", root=root))
+    assert len(store) == 359 and collections.Counter(store.index["setup"].tolist()) == {1: 179, 2: 180}
+    names = set(store.index["name"].tolist())
+    assert "train_009" not in names and {"train_008", "train_010", "train_179"} <= names  # names stay the files'
+    reason = skipped_reasons(store)[f"{root / 'NATOPS_TRAIN.ts'}:sample 10"]
+    assert reason.startswith(f"line {tenth + 1}, channel 1: non-numeric"), reason
 
 
 def test_natops_with_a_malformed_file_records_it(tmp_path: Path, fixtures_dir: Path) -> None:

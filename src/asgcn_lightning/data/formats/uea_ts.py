@@ -3,7 +3,8 @@
 A file is ``#`` comment lines, ``@keyword value`` header lines, then ``@data`` and one sample per
 line: each channel's values comma-separated, channels separated by ``:``, the class label last.
 ``?`` marks a missing value (read as NaN). Time-stamped series (``@timeStamps true``) are not
-supported: no skeleton archive uses them.
+supported: no skeleton archive uses them. A malformed sample line costs that sample only: it is
+returned in :attr:`TsData.rejected` with its line number and reason; a malformed header costs the file.
 """
 
 from __future__ import annotations
@@ -16,9 +17,19 @@ import numpy as np
 from asgcn_lightning.errors import DataFormatError
 
 
+@dataclass(frozen=True)
+class TsRejected:
+    """A sample line that could not be read: its position among the samples, line number and why."""
+
+    ordinal: int
+    line: int
+    reason: str
+    label: str | None = None
+
+
 @dataclass
 class TsData:
-    """A parsed ``.ts`` file; ``series[i]`` is ``(channels, length)`` float32."""
+    """A parsed ``.ts`` file; ``series[i]`` is ``(channels, length)`` float32, the ``ordinals[i]``-th sample line."""
 
     path: Path
     header: dict[str, str]
@@ -26,6 +37,8 @@ class TsData:
     series: list[np.ndarray]
     labels: list[str] | None
     comments: list[str] = field(default_factory=list)
+    ordinals: list[int] = field(default_factory=list)
+    rejected: list[TsRejected] = field(default_factory=list)
 
     def as_array(self) -> np.ndarray:
         """All samples as one ``(N, channels, length)`` array; needs equal-length series."""
@@ -36,7 +49,7 @@ class TsData:
 
 
 def read_ts(path: str | Path) -> TsData:
-    """Parse a ``.ts`` file; any deviation raises :class:`DataFormatError` with the line number."""
+    """Parse a ``.ts`` file: a header that deviates raises :class:`DataFormatError`, a sample line is rejected."""
     path = Path(path)
     try:
         # comments in the archive's files are not always valid UTF-8; they carry no data
@@ -68,27 +81,32 @@ def read_ts(path: str | Path) -> TsData:
         raise DataFormatError(path, "time-stamped series (@timeStamps true) are not supported")
     class_labels = _class_labels(path, header)
     dimensions = int(header["dimensions"]) if header.get("dimensions", "").isdigit() else None
-    series: list[np.ndarray] = []
-    labels: list[str] = []
-    for number, raw in enumerate(lines[data_start:], start=data_start + 1):
-        line = raw.strip()
-        if not line:
-            continue
-        parts = line.split(":")
-        if class_labels is not None:
-            label = parts.pop().strip()
-            if label not in class_labels:
-                raise DataFormatError(path, f"line {number}: class {label!r} is not one of @classLabel "
-                                            f"{class_labels}")
-            labels.append(label)
-        expected = dimensions or (series[0].shape[0] if series else len(parts))
-        if len(parts) != expected:
-            raise DataFormatError(path, f"line {number}: {len(parts)} channels, expected {expected}")
-        series.append(_channels(path, number, parts))
-    if not series:
+    data = TsData(path=path, header=header, class_labels=class_labels, series=[],
+                  labels=[] if class_labels is not None else None, comments=comments)
+    sample_lines = [(number, raw.strip()) for number, raw in enumerate(lines[data_start:], start=data_start + 1)
+                    if raw.strip()]
+    if not sample_lines:
         raise DataFormatError(path, "no samples after @data")
-    return TsData(path=path, header=header, class_labels=class_labels, series=series,
-                  labels=labels if class_labels is not None else None, comments=comments)
+    for ordinal, (number, line) in enumerate(sample_lines):
+        parts = line.split(":")
+        label = parts.pop().strip() if class_labels is not None else None
+        try:
+            if class_labels is not None and label not in class_labels:
+                raise ValueError(f"class {label!r} is not one of @classLabel {class_labels}")
+            expected = dimensions or (data.series[0].shape[0] if data.series else len(parts))
+            if len(parts) != expected:
+                raise ValueError(f"{len(parts)} channels, expected {expected}")
+            series = _channels(parts)
+        except ValueError as problem:
+            where = f"line {number}, " if str(problem).startswith("channel ") else f"line {number}: "
+            known = label if class_labels is not None and label in class_labels else None
+            data.rejected.append(TsRejected(ordinal, number, where + str(problem), known))
+            continue
+        data.series.append(series)
+        data.ordinals.append(ordinal)
+        if data.labels is not None:
+            data.labels.append(label)
+    return data
 
 
 def _class_labels(path: Path, header: dict[str, str]) -> list[str] | None:
@@ -103,16 +121,16 @@ def _class_labels(path: Path, header: dict[str, str]) -> list[str] | None:
     return names
 
 
-def _channels(path: Path, number: int, parts: list[str]) -> np.ndarray:
+def _channels(parts: list[str]) -> np.ndarray:
+    """The channels of one sample line; ValueError names what is wrong."""
     channels = []
     for channel, text in enumerate(parts):
         try:
             values = [np.nan if v.strip() == "?" else float(v) for v in text.split(",")]
         except ValueError:
-            raise DataFormatError(path, f"line {number}, channel {channel + 1}: non-numeric value in "
-                                        f"{text[:40]!r}") from None
+            raise ValueError(f"channel {channel + 1}: non-numeric value in {text[:40]!r}") from None
         channels.append(values)
     lengths = {len(c) for c in channels}
     if len(lengths) != 1:
-        raise DataFormatError(path, f"line {number}: channels have different lengths {sorted(lengths)}")
+        raise ValueError(f"channels have different lengths {sorted(lengths)}")
     return np.asarray(channels, dtype=np.float32)

@@ -48,8 +48,10 @@ def _read_natops(path: Path) -> TsData:
     _check_natops_header(data.path, data.comments)
     if data.class_labels is None or data.labels is None:
         raise DataFormatError(data.path, "no @classLabel; NATOPS is a classification set")
-    if data.series[0].shape[0] != 3 * NATOPS8.num_joints:
-        raise DataFormatError(data.path, f"{data.series[0].shape[0]} channels, expected {3 * NATOPS8.num_joints}")
+    channels = int(data.header["dimensions"]) if data.header.get("dimensions", "").isdigit() else (
+        data.series[0].shape[0] if data.series else 3 * NATOPS8.num_joints)
+    if channels != 3 * NATOPS8.num_joints:
+        raise DataFormatError(data.path, f"{channels} channels, expected {3 * NATOPS8.num_joints}")
     return data
 
 
@@ -61,7 +63,10 @@ def _natops_items(parsed: dict[str, TsData], problems: list[Skipped],
             yield Skipped(data.path, f"@classLabel {data.class_labels} differs from {class_labels}")
             continue
         split = "train" if NATOPS_FILES[name] == TRAIN_SETUP else "test"
-        for i, (series, label) in enumerate(zip(data.series, data.labels or [], strict=True)):
+        for rejected in data.rejected:
+            label = None if rejected.label is None else class_labels.index(rejected.label)
+            yield Skipped(f"{data.path}:sample {rejected.ordinal + 1}", rejected.reason, label=label)
+        for i, series, label in zip(data.ordinals, data.series, data.labels or [], strict=True):
             if not np.isfinite(series).all():
                 yield Skipped(f"{data.path}:sample {i + 1}", "missing values", label=class_labels.index(label))
                 continue
