@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -319,6 +320,27 @@ def test_a_store_dir_that_cannot_be_made_is_one_line(compose, tmp_path: Path, st
     cause = "cannot write in /proc" if store_dir.startswith("/proc") else f"{tmp_path}/file is a file, not a folder"
     with pytest.raises(UserError, match=f"^dataset.store_dir={store_dir}: {cause}"):
         prepare(compose([f"dataset.store_dir={store_dir}"], config_name="prepare"))
+
+
+@pytest.mark.parametrize("command", [
+    "train.py hydra.run.dir={file}/run",
+    "train.py paths.log_dir={file}/logs",
+    "train.py -m model=tiny,stgcn paths.log_dir={file}/logs",
+    "-m asgcn_lightning.prepare paths.log_dir={file}/logs",
+    "eval.py ckpt_path={file} paths.log_dir={file}/logs",
+], ids=["train-run-dir", "train-log-dir", "sweep", "prepare", "eval"])
+def test_an_output_folder_below_a_file_is_one_line(tmp_path: Path, command: str) -> None:
+    """Hydra makes the run (or sweep) folder before any code of ours runs: its traceback becomes one line."""
+    file = tmp_path / "file"
+    file.write_text("a file, not a folder")
+    done = subprocess.run([sys.executable, *command.format(file=file).split()], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
+    key = "hydra.sweep.dir" if " -m " in f" {command} " and "prepare" not in command else "hydra.run.dir"
+    assert done.returncode == 2, done.stderr[-2000:]
+    below = re.escape(f"{file}/")
+    assert re.fullmatch(rf"error: {key}={below}\S+: {re.escape(str(file))} is a file, not a folder",
+                        done.stderr.strip()), done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
 
 
 def _children(pid: int) -> set[int]:

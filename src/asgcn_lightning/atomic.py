@@ -33,6 +33,23 @@ def orphans(folder: Path, prefix: str) -> Iterator[Path]:
             yield path
 
 
+def folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be made or written in (a file on its way, no permission), or None.
+
+    Makes the folder's missing parents, which whoever asks is about to make anyway.
+    """
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    probe = temporary_sibling(folder, "probe")
+    try:
+        probe.mkdir(parents=True)
+        probe.rmdir()
+    except OSError as error:
+        return f"cannot write in {folder.parent} ({error.strerror or error})"
+    return None
+
+
 def temporary_sibling(path: Path, tag: str = "tmp") -> Path:
     """``.<name>.<tag>-<pid>`` beside ``path``: hidden, and recognisable by :func:`orphans`."""
     return path.with_name(f".{path.name}.{tag}-{os.getpid()}")

@@ -13,7 +13,7 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from asgcn_lightning.atomic import temporary_sibling
+from asgcn_lightning.atomic import folder_problem
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.data.provenance import prepare_store
 from asgcn_lightning.data.sources.losses import loss_policy
@@ -23,27 +23,15 @@ from asgcn_lightning.runtime import show_library_chatter
 from asgcn_lightning.schemas import LossPolicy
 
 
-def check_store_dir(store_dir: Path) -> None:
-    """A store folder that cannot be made or written is a one-line error before any parsing."""
-    existing = next(p for p in (store_dir, *store_dir.parents) if p.exists())
-    if not existing.is_dir():
-        raise UserError(f"dataset.store_dir={store_dir}: {existing} is a file, not a folder")
-    probe = temporary_sibling(store_dir, "probe")
-    try:
-        probe.mkdir(parents=True)
-        probe.rmdir()
-    except OSError as error:
-        raise UserError(f"dataset.store_dir={store_dir}: cannot write in {store_dir.parent} "
-                        f"({error.strerror or error})") from None
-
-
 def prepare(cfg: DictConfig) -> SkeletonStore:
     if cfg.get("verbose"):
         show_library_chatter()
     if cfg.dataset.get("prepare") is None:
         raise UserError(f"data set {cfg.dataset.name!r} has no prepare step")
     store_dir = Path(cfg.dataset.store_dir)
-    check_store_dir(store_dir)
+    problem = folder_problem(store_dir)  # before any parsing
+    if problem:
+        raise UserError(f"dataset.store_dir={store_dir}: {problem}")
     policy = OmegaConf.to_object(cfg.losses) if "losses" in cfg else LossPolicy()
     if not 0 <= policy.max_skipped_share <= 1:
         raise UserError(f"losses.max_skipped_share={policy.max_skipped_share}: a share between 0 and 1")

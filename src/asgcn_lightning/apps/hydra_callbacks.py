@@ -1,4 +1,5 @@
-"""Hydra callbacks of ``train.py -m``: what a sweep needs before its first job and after its last."""
+"""Hydra callbacks: the output folder checked before Hydra makes it; what a sweep needs before its first job and
+after its last."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from asgcn_lightning.apps.sweep_summary import write_summary
+from asgcn_lightning.atomic import folder_problem
 from asgcn_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -21,6 +23,26 @@ log = logging.getLogger(__name__)
 
 # launchers that hand the jobs to a scheduler: the command they cannot start jobs without
 SCHEDULER_COMMANDS = {"SlurmLauncher": "sbatch"}
+
+
+class OutputFolderCheck(Callback):
+    """A run or sweep folder that cannot be made is one line naming it and why, not Hydra's traceback."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, key: str) -> None:
+        if not HydraConfig.initialized():  # the folder names may use ${hydra:...}; Hydra sets it only for the job
+            HydraConfig.instance().set_config(copy.deepcopy(config))
+        folder = Path(str(OmegaConf.select(config, key)))
+        problem = folder_problem(folder)
+        if problem:
+            print(f"error: {key}={folder}: {problem}", file=sys.stderr)
+            sys.exit(2)
 
 
 class SweepSetup(Callback):
