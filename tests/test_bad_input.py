@@ -343,6 +343,16 @@ def test_an_output_folder_below_a_file_is_one_line(tmp_path: Path, command: str)
     assert "Traceback" not in done.stdout + done.stderr
 
 
+def test_a_layout_given_to_a_source_that_decides_its_own_is_checked_not_ignored(compose, tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    with pytest.raises(UserError, match=r"^dataset.layout=coco18 \(18 joints\) is not the layout of the prepared "
+                                        rf"store {store_dir}: ntu25 \(25 joints\); the synthetic source gives"):
+        prepare(compose([f"dataset.store_dir={store_dir}", "dataset.layout={name: coco18}"], config_name="prepare"))
+    variant = prepare(compose([f"dataset.store_dir={store_dir}", "dataset.layout={name: ntu25_asgcn}"],
+                              config_name="prepare"))
+    assert variant.meta.layout == "ntu25"  # stored as the source gives it; training picks the variant
+
+
 def _children(pid: int) -> set[int]:
     """Every process below ``pid`` (children, grandchildren...), from /proc."""
     found: set[int] = set()

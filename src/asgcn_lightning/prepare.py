@@ -39,6 +39,12 @@ def prepare(cfg: DictConfig) -> SkeletonStore:
         prepare_store(instantiate(cfg.dataset.prepare), store_dir)
     store = SkeletonStore(store_dir)
     print_prepare_summary(store)
+    requested = cfg.dataset.get("layout")
+    if requested is not None:  # taken by the sources that read a layout; the others decide their own
+        store.layout(OmegaConf.to_container(requested) if OmegaConf.is_config(requested) else requested,
+                     otherwise=f"the {cfg.dataset.name} source gives its joints in that layout, so the store "
+                               "holds it; leave dataset.layout out, or give a variant of it (its joints, other "
+                               "bones) to train.py")
     return store
 
 

@@ -265,12 +265,15 @@ class SkeletonStore:
         start = int(self.index["offset"][i])
         return np.array(self.frames[start:start + int(self.index["length"][i])])
 
-    def layout(self, requested: str | dict[str, Any] | None = None) -> Layout:
+    def layout(self, requested: str | dict[str, Any] | None = None,
+               otherwise: str = "leave dataset.layout out to use the store's, or prepare the data again with that "
+                                "layout") -> Layout:
         """The stored skeleton, or ``requested`` (``dataset.layout``) if it is a variant of it.
 
         A variant has the stored joints, in the stored order, and may join them by other bones or
         centre them elsewhere (``ntu25_asgcn``: the original AS-GCN hand bones); any other layout
-        would read the stored joints as other ones, which is refused naming both.
+        would read the stored joints as other ones, which is refused naming both and saying what to
+        do ``otherwise``.
         """
         stored = make_layout(**(self.meta.layout_spec or {"name": self.meta.layout}))
         if stored.num_joints != self.meta.num_joints:
@@ -288,8 +291,7 @@ class SkeletonStore:
             raise UserError(f"dataset.layout: {error}") from None
         if wanted.joints != stored.joints:
             raise UserError(f"dataset.layout={wanted.name} ({wanted.num_joints} joints) is not the layout of the "
-                            f"prepared store {self.root}: {stored.name} ({stored.num_joints} joints); leave "
-                            "dataset.layout out to use the store's, or prepare the data again with that layout")
+                            f"prepared store {self.root}: {stored.name} ({stored.num_joints} joints); {otherwise}")
         return wanted
 
     def record(self, i: int) -> SampleRecord:
