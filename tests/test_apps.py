@@ -225,6 +225,20 @@ def test_eval_command_names_its_folder_after_the_checkpoints_run_and_prints_what
     assert f"evaluation → {written}" in done.stdout
 
 
+@pytest.mark.parametrize("command", [
+    "predict.py ckpt_path={ckpt} input=store:0 output={file}/predictions.json",
+    "-m asgcn_lightning.export ckpt_path={ckpt} export_path={file}/model.onnx",
+], ids=["predict", "export"])
+def test_an_output_path_below_a_file_is_one_line(synthetic_ckpt, tmp_path, command):
+    file = tmp_path / "file"
+    file.write_text("a file, not a folder")
+    done = subprocess.run([sys.executable, *command.format(ckpt=synthetic_ckpt, file=file).split(),
+                           f"paths.log_dir={tmp_path / 'logs'}", "torch_threads=1"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip() == f"error: {file}: exists and is not a folder", done.stderr[-2000:]
+
+
 def test_a_checkpoint_without_a_model_card_is_one_clear_error(synthetic_ckpt, tmp_path):
     old = torch.load(synthetic_ckpt, weights_only=False)
     del old["model_card"]

@@ -1,7 +1,9 @@
 """User-facing errors: one clear line that names the file or option and the problem.
 
 Code raises :class:`UserError` for anything a user can fix (bad path, bad option, corrupt file);
-entry points catch it and print the message instead of a traceback.
+entry points catch it and print the message instead of a traceback. A file-system error that names
+its path (an output folder below a regular file, no permission, a full disk) is such an error too,
+wherever it is raised: entry points print it in one line as well.
 """
 
 from __future__ import annotations
@@ -52,8 +54,26 @@ def find_user_error(error: BaseException | None) -> UserError | None:
     return None
 
 
+# what the bare strerror of these leaves unsaid when a folder was to be made or written in
+_PATH_HINTS = {FileExistsError: "exists and is not a folder",
+               NotADirectoryError: "a part of it is a file, not a folder"}
+
+
+def find_path_error(error: BaseException | None) -> str | None:
+    """``<path>: <cause>`` of the file-system error (one that names its path) behind ``error``, or None."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.filename is not None:
+            cause = _PATH_HINTS.get(type(error)) or error.strerror or type(error).__name__
+            return f"{error.filename}: {cause}"
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def exit_on_user_error(func: F) -> F:
-    """Turn a :class:`UserError` escaping ``func`` into a one-line message and exit status 2.
+    """Turn a :class:`UserError` (or a file-system error naming its path) escaping ``func`` into a one-line message
+    and exit status 2.
 
     A run stopped by SIGTERM/SIGINT (:class:`~asgcn_lightning.shutdown.RunStopped`) says so in a line too
     and exits with the shell's status for that signal (128 + its number).
@@ -67,10 +87,10 @@ def exit_on_user_error(func: F) -> F:
             print(f"error: {stopped}", file=sys.stderr)
             sys.exit(stopped.exit_code)
         except Exception as error:
-            user_error = find_user_error(error)
-            if user_error is None:
+            message = find_user_error(error) or find_path_error(error)
+            if message is None:
                 raise
-            print(f"error: {user_error}", file=sys.stderr)
+            print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper  # type: ignore[return-value]
