@@ -242,6 +242,8 @@ RESUME_TINY = ("python train.py <the run's overrides> "
                "ckpt_path=logs/train/runs/<experiment>/<time>/checkpoints/last.ckpt")
 STREAMS = "python train.py experiment=natops model=tiny stream=$s dataset.root=<folder> torch_threads=1"
 NATOPS = {"<folder>": "{natops_root}"}
+# what "..." stands for in docs/transfer.md's transfer lines: a NATOPS training, its store made from the archive
+NATOPS_TRAINING = {"...": "dataset=natops split=predefined dataset.root={natops_root} model=tiny"}
 TINY_SHRINK = tuple(o for o in SHRINK if not o.startswith("trainer.max_epochs"))
 #: the default AS-GCN: one A-link epoch, then one main epoch (a run that ends in the AIM stage has no val/acc_top1)
 DEFAULT_SHRINK = ("model.aim.pretrain_epochs=1", "trainer.max_epochs=2", *TINY_SHRINK)
@@ -412,9 +414,9 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
     "python train.py experiment=natops torch_threads=1 +dataset.eval_transforms.0.num_clips=5": Runs(
         trained, subs={"torch_threads=1": "dataset.root={natops_root} torch_threads=1"}, shrink=SHRINK),
     "python train.py ... transfer=feature_extraction transfer.checkpoint=<ckpt>": Runs(
-        trained, subs={"...": "dataset=natops split=predefined model=tiny", **CKPT}, shrink=SHRINK),
+        trained, subs={**NATOPS_TRAINING, **CKPT}, shrink=SHRINK),
     "python train.py ... transfer=architecture_only transfer.checkpoint=<ckpt>": Runs(
-        trained, subs={"...": "dataset=natops split=predefined model=tiny", **CKPT}, shrink=SHRINK),
+        trained, subs={**NATOPS_TRAINING, **CKPT}, shrink=SHRINK),
     "python -m asgcn_lightning.apps.cross_eval ckpt_path=<synthetic ckpt> dataset.classes=[1,2,6,7] "
     "'label_map={wave right hand: wave, wave left hand: wave, squat: squat}' "
     "'target_map={wave right hand: wave, wave left hand: wave, squat: squat}'": Runs(
