@@ -499,8 +499,8 @@ def test_resume_after_sigkill_mid_epoch_ends_like_the_uninterrupted_run(data_dir
     ``ckpt_path=<last.ckpt>`` (the end of epoch 1) gives the same final metrics, to float equality,
     in the main stage, and keeps the ranking of the best checkpoints (all kept, ``save_top_k=-1``,
     so the epoch-1 checkpoint of the killed run has to stay in it). The training transforms stay
-    random (crop, rotation) and the data order is shuffled from the global RNG: only with the
-    random states restored from the checkpoint do both replay.
+    random (crop, rotation) and the data order shuffled: both replay because they are functions of
+    (seed, epoch, position), and the resumed run must start the sampler at the checkpoint's epoch.
     """
     from asgcn_lightning.apps.train import train
 
