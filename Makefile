@@ -33,8 +33,9 @@ lint: setup
 # the recorded fixtures the data and demo parts read (a dev checkout keeps them beside the repository)
 FIXTURES ?= ../shared/fixtures
 
+# not echoed: standard output is the JSON alone (make bench > figures.json)
 bench: setup
-	$(BIN)/python -m bench --fixtures $(FIXTURES)
+	@$(BIN)/python -m bench --fixtures $(FIXTURES)
 
 clean:
 	rm -rf logs outputs multirun .pytest_cache
