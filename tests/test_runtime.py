@@ -27,12 +27,12 @@ def _python(code: str, **env: str) -> str:
     return done.stdout.strip()
 
 
-def test_the_package_chooses_passive_waits_before_torch_loads_unless_the_user_chose():
+def test_the_package_chooses_a_short_spin_before_torch_loads_unless_the_user_chose():
     code = ("import os, asgcn_lightning, torch\n"
-            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('KMP_BLOCKTIME'))")
-    assert _python(code) == "PASSIVE 0"
-    assert _python(code, OMP_WAIT_POLICY="ACTIVE") == "ACTIVE None"
-    assert _python(code, GOMP_SPINCOUNT="300000") == "None None"  # libgomp's own spinning default, kept
+            "print(*(os.environ.get(name) for name in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME')))")
+    assert _python(code) == "None 10000 0"
+    assert _python(code, OMP_WAIT_POLICY="PASSIVE") == "PASSIVE None None"
+    assert _python(code, GOMP_SPINCOUNT="300000") == "None 300000 None"  # libgomp's own spinning default, kept
     environ = {"GOMP_SPINCOUNT": "10"}
     assert runtime.choose_wait_policy(environ) == {} and environ == {"GOMP_SPINCOUNT": "10"}
 

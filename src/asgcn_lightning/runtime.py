@@ -14,11 +14,14 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-# OpenMP threads spin (up to GOMP_SPINCOUNT) while they wait for each other between parallel regions. On cores
-# other work shares, a spinning thread burns the slice the thread it waits for needs, and two threads run several
-# times slower than one; passive threads sleep at once and leave the CPU to whoever has work. Idle, the two cost
-# about the same (docs/performance.md). Child processes (DDP, data loader workers) inherit the environment.
-WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+# OpenMP threads spin (libgomp: up to GOMP_SPINCOUNT = 300,000 rounds) while they wait for each other between
+# parallel regions. On cores other work shares, a spinning thread burns the slice the thread it waits for needs,
+# and a training runs several times slower than its share of the CPU; threads that sleep at once
+# (OMP_WAIT_POLICY=PASSIVE) pay a wake-up in every gap of an idle step. A short spin (10,000 rounds, some
+# microseconds) bridges the short gaps of a step and then sleeps: docs/performance.md compares the three.
+# Intel's OpenMP has no such count; it sleeps at once (KMP_BLOCKTIME=0). Child processes (DDP, data loader
+# workers) inherit the environment.
+WAIT_POLICY = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "0"}
 # a user who set any of these chose how the threads wait: none of ours is added then
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
@@ -48,7 +51,7 @@ _quiet = False
 
 
 def choose_wait_policy(environ: dict[str, str] | os._Environ = os.environ) -> dict[str, str]:
-    """Set the passive OpenMP wait policy in ``environ`` unless the user chose one; returns what was set."""
+    """Set the short-spin OpenMP wait policy in ``environ`` unless the user chose one; returns what was set."""
     # where torch was imported first (a notebook), this process keeps spinning; its children still follow
     if any(name in environ for name in WAIT_VARIABLES):
         return {}
