@@ -343,7 +343,7 @@ def test_an_evaluation_stand_in_counts_in_no_metric(aim_epochs: int, tmp_path: P
     x, y = synthetic_batch(0, 10)
     module = tiny_module(ASGCN(10, NTU25, num_person=1, **TINY), aim_epochs=aim_epochs)
     trainer = Trainer(default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
-                      enable_model_summary=False, enable_progress_bar=False)
+                      enable_model_summary=False)
     with_stand_in = TensorDataset(torch.cat([x, x[:1] * 7]), torch.cat([y, torch.tensor([NO_LABEL])]))
     real = trainer.validate(module, DataLoader(TensorDataset(x, y), batch_size=4), verbose=False)[0]
     both = trainer.validate(module, DataLoader(with_stand_in, batch_sampler=[[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [10]]),
