@@ -40,13 +40,6 @@ class TsData:
     ordinals: list[int] = field(default_factory=list)
     rejected: list[TsRejected] = field(default_factory=list)
 
-    def as_array(self) -> np.ndarray:
-        """All samples as one ``(N, channels, length)`` array; needs equal-length series."""
-        lengths = {s.shape[1] for s in self.series}
-        if len(lengths) != 1:
-            raise DataFormatError(self.path, f"series have different lengths {sorted(lengths)[:5]}")
-        return np.stack(self.series)
-
 
 def read_ts(path: str | Path) -> TsData:
     """Parse a ``.ts`` file: a header that deviates raises :class:`DataFormatError`, a sample line is rejected."""
