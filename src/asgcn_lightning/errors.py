@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from asgcn_lightning.shutdown import RunStopped
@@ -43,15 +43,18 @@ def describe_error(error: BaseException) -> str:
     return f"cannot be read ({type(error).__name__}{': ' + text if text else ''})"
 
 
-def find_user_error(error: BaseException | None) -> UserError | None:
-    """The :class:`UserError` behind ``error``, also when a library (Hydra's instantiate) wrapped it."""
+def _causes(error: BaseException | None) -> Iterator[BaseException]:
+    """``error`` and the exceptions it was raised from or during, once each."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, UserError):
-            return error
+        yield error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
-    return None
+
+
+def find_user_error(error: BaseException | None) -> UserError | None:
+    """The :class:`UserError` behind ``error``, also when a library (Hydra's instantiate) wrapped it."""
+    return next((cause for cause in _causes(error) if isinstance(cause, UserError)), None)
 
 
 # what the bare strerror of these leaves unsaid when a folder was to be made or written in
@@ -61,13 +64,9 @@ _PATH_HINTS = {FileExistsError: "exists and is not a folder",
 
 def find_path_error(error: BaseException | None) -> str | None:
     """``<path>: <cause>`` of the file-system error (one that names its path) behind ``error``, or None."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OSError) and error.filename is not None:
-            cause = _PATH_HINTS.get(type(error)) or error.strerror or type(error).__name__
-            return f"{error.filename}: {cause}"
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
+    for cause in _causes(error):
+        if isinstance(cause, OSError) and cause.filename is not None:
+            return f"{cause.filename}: {_PATH_HINTS.get(type(cause)) or cause.strerror or type(cause).__name__}"
     return None
 
 

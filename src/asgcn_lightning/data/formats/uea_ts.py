@@ -40,6 +40,12 @@ class TsData:
     ordinals: list[int] = field(default_factory=list)
     rejected: list[TsRejected] = field(default_factory=list)
 
+    @property
+    def channels(self) -> int | None:
+        """Channels per sample: the header's ``@dimensions``, else the first read sample's; None if neither."""
+        declared = self.header.get("dimensions", "")
+        return int(declared) if declared.isdigit() else (self.series[0].shape[0] if self.series else None)
+
 
 def read_ts(path: str | Path) -> TsData:
     """Parse a ``.ts`` file: a header that deviates raises :class:`DataFormatError`, a sample line is rejected."""
@@ -73,7 +79,6 @@ def read_ts(path: str | Path) -> TsData:
     if header.get("timestamps", "false").lower() == "true":
         raise DataFormatError(path, "time-stamped series (@timeStamps true) are not supported")
     class_labels = _class_labels(path, header)
-    dimensions = int(header["dimensions"]) if header.get("dimensions", "").isdigit() else None
     data = TsData(path=path, header=header, class_labels=class_labels, series=[],
                   labels=[] if class_labels is not None else None, comments=comments)
     sample_lines = [(number, raw.strip()) for number, raw in enumerate(lines[data_start:], start=data_start + 1)
@@ -86,7 +91,7 @@ def read_ts(path: str | Path) -> TsData:
         try:
             if class_labels is not None and label not in class_labels:
                 raise ValueError(f"class {label!r} is not one of @classLabel {class_labels}")
-            expected = dimensions or (data.series[0].shape[0] if data.series else len(parts))
+            expected = data.channels or len(parts)
             if len(parts) != expected:
                 raise ValueError(f"{len(parts)} channels, expected {expected}")
             series = _channels(parts)

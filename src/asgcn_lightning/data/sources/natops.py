@@ -48,10 +48,8 @@ def _read_natops(path: Path) -> TsData:
     _check_natops_header(data.path, data.comments)
     if data.class_labels is None or data.labels is None:
         raise DataFormatError(data.path, "no @classLabel; NATOPS is a classification set")
-    channels = int(data.header["dimensions"]) if data.header.get("dimensions", "").isdigit() else (
-        data.series[0].shape[0] if data.series else 3 * NATOPS8.num_joints)
-    if channels != 3 * NATOPS8.num_joints:
-        raise DataFormatError(data.path, f"{channels} channels, expected {3 * NATOPS8.num_joints}")
+    if data.channels not in (None, 3 * NATOPS8.num_joints):
+        raise DataFormatError(data.path, f"{data.channels} channels, expected {3 * NATOPS8.num_joints}")
     return data
 
 
