@@ -46,6 +46,17 @@ def test_splits_are_disjoint_and_validation_holds_out_whole_training_subjects():
     assert len(drawn) > 1
 
 
+def test_validation_takes_the_number_of_subjects_closest_to_its_fraction():
+    index = _index(subjects=11, classes=3, per_pair=3)  # 9 samples a subject, 99 in all: 10 % is 9.9
+    for seed in range(5):
+        train, val = carve_validation(index, np.arange(99), 0.1, seed)
+        assert len(val) == 9 and len(train) == 90  # one subject (0.9 short), not two (8.1 over)
+    train, val = carve_validation(index, np.arange(99), 0.15, 0)  # 14.85: two subjects (18) are closer than one
+    assert len(val) == 18 and len(set(index["subject"][val].tolist())) == 2
+    train, val = carve_validation(index, np.arange(18), 0.01, 0)  # a tiny share still validates on one subject
+    assert len(val) == 9 and len(train) == 9
+
+
 def test_without_subjects_validation_is_a_class_stratified_share():
     index = _index(subjects=1, classes=3, per_pair=20)
     index["subject"][:] = -1

@@ -119,8 +119,9 @@ def carve_validation(index: dict[str, np.ndarray], train_side: np.ndarray, fract
     """``train_side`` split into (train, validation): whole subjects where every sample has one, else by class
     (else, every class having a single sample, a random share).
 
-    Subjects are drawn in a seeded order until the validation set holds at least ``fraction`` of the
-    training side; at least one subject validates and at least one trains.
+    Subjects are drawn in a seeded order while each brings the validation set's size closer to
+    ``fraction`` of the training side (a set of ten subjects validates on one at 10 %, not on two);
+    at least one subject validates and at least one trains.
     """
     subjects = index["subject"][train_side] if "subject" in index else np.full(len(train_side), -1)
     present = np.unique(subjects)
@@ -132,11 +133,12 @@ def carve_validation(index: dict[str, np.ndarray], train_side: np.ndarray, fract
         return train, val
     order = np.random.default_rng(seed).permutation(present)
     counts = {subject: int((subjects == subject).sum()) for subject in present}
+    target = fraction * len(train_side)
     chosen, count = [], 0
     for subject in order[:-1]:
+        if chosen and abs(count + counts[subject] - target) >= abs(count - target):
+            break
         chosen.append(subject)
         count += counts[subject]
-        if count >= fraction * len(train_side):
-            break
     is_val = np.isin(subjects, chosen)
     return train_side[~is_val], train_side[is_val]

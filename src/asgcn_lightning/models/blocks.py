@@ -121,7 +121,9 @@ class _AggregateMix(torch.autograd.Function):
         if grad_z is not None:
             grad_z = grad_z.view(b, rows.shape[1], c * t)
             if need_x:
-                grad_x = torch.matmul(rows_.transpose(1, 2), grad_z).view(x.shape).to(x.dtype)
+                # a batched product over the shared rows: matmul would fold the batch into one thin
+                # product and copy grad_z transposed to do so, which costs more than the product
+                grad_x = torch.bmm(rows_.transpose(1, 2).expand(b, -1, -1), grad_z).view(x.shape).to(x.dtype)
             if need_rows:
                 grad_rows = torch.matmul(grad_z, series.view(b, v, c * t).transpose(1, 2))
                 grad_rows = grad_rows.sum_to_size(rows.shape).to(rows.dtype)
