@@ -33,8 +33,7 @@ def dataset_logits(network: torch.nn.Module, dataset: Dataset,
                    batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels of every sample of ``dataset``, in order (evaluation mode).
 
-    The logits are those the test step scores (``forward_train``), so figures equal ``eval.py``'s: with a
-    prediction head the classifier sees the window less its last ``predict_frames`` frames.
+    The logits are those the test step scores (``forward_train``), so figures equal ``eval.py``'s.
     """
     network.eval()
     outputs, labels = [], []
