@@ -310,6 +310,8 @@ REGISTRY: dict[str, Runs | Fails | NotRun] = {
     "python train.py dataset=natops split=predefined dataset.root=<folder>": Runs(trained, subs=NATOPS, shrink=SMALL),
     PREPARE_NW_UCLA: Runs(prepared, subs={"<folder of all_sqe JSON>": "{nw_ucla_raw}"}),
     "python train.py experiment=nw_ucla": Runs(trained, shrink=SHRINK, after=(PREPARE_NW_UCLA,)),
+    "python train.py experiment=nw_ucla stream=<stream>": Runs(trained, subs={"<stream>": "bone_motion"},
+                                                              shrink=SHRINK, after=(PREPARE_NW_UCLA,)),
     "python -m asgcn_lightning.prepare dataset=kinetics_skeleton dataset.root=/data/my_clips": Runs(
         prepared, subs={"/data/my_clips": "{kinetics_clips}"}),
     "python train.py dataset=kinetics_skeleton split=random": Runs(
