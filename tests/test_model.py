@@ -334,6 +334,18 @@ def test_reported_accuracy_is_that_of_the_deployed_forward(tmp_path: Path) -> No
     assert reported["test/ce"] != pytest.approx(F.cross_entropy(observed_only, test[1]).item(), rel=1e-4)
 
 
+def test_a_diverged_training_ends_with_an_error_after_its_epoch(tmp_path: Path) -> None:
+    """Once a step's loss is NaN or infinite the run stops at the end of that epoch, naming it."""
+    train = synthetic_batch(0, 24)
+    module = ActionRecognitionModule(ASGCN(10, NTU25, num_person=1, **TINY),
+                                     optimizer=functools.partial(torch.optim.SGD, lr=float("inf")))
+    trainer = Trainer(max_epochs=3, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                      enable_model_summary=False, enable_progress_bar=False)
+    with pytest.raises(UserError, match=r"diverged in epoch 0 \(main stage\): the loss was NaN or infinite in 2 steps"):
+        trainer.fit(module, DataLoader(TensorDataset(*train), batch_size=8))
+    assert trainer.current_epoch == 0 and trainer.global_step == 3
+
+
 @pytest.mark.parametrize("aim_epochs", [0, 1], ids=["main-stage", "aim-stage"])
 def test_an_evaluation_stand_in_counts_in_no_metric(aim_epochs: int, tmp_path: Path) -> None:
     """A process without an evaluation sample of its own runs a stand-in batch: every logged number stays that
@@ -478,3 +490,27 @@ def test_prediction_error_counts_spatial_channels_only() -> None:
     torch.testing.assert_close(out.metrics, moved.metrics, rtol=0, atol=0)
     with pytest.raises(UserError, match="spatial_channels"):
         ASGCN(5, NTU25, in_channels=3, spatial_channels=4)
+
+
+def test_relative_prediction_loss_stays_bounded_when_a_batch_ends_at_rest() -> None:
+    """A batch whose bodies do not move in the predicted frames is measured against the running repeat-last error."""
+    network = ASGCN(5, NTU25, **{**TINY, "prediction_loss": "relative_l2", "prediction_weight": 1.0}).train()
+    frames = TINY["predict_frames"]
+    moving = torch.randn(2, 3, 20, 25, 1)
+    at_rest = moving.clone()
+    at_rest[:, :, -frames:] = at_rest[:, :, -frames - 1: -frames]  # the last observed frame, held
+    network.forward_train(moving)
+    running = (moving[:, :, -frames:] - moving[:, :, -frames - 1: -frames]).square().sum(1).mean()
+    torch.testing.assert_close(network.baseline_scale, running)  # the first batch sets it
+    torch.manual_seed(0)  # the same A-link draws for both passes
+    relative = network.forward_train(at_rest)
+    assert relative.metrics["mpjpe_repeat_last"] == 0
+    torch.testing.assert_close(network.baseline_scale, 0.9 * running)  # a tenth of the way to this batch's 0
+    network.prediction_loss = "l2"
+    torch.manual_seed(0)
+    absolute = network.forward_train(at_rest).losses["prediction"]
+    torch.testing.assert_close(relative.losses["prediction"], absolute / (0.9 * running))
+    network.eval()
+    with torch.no_grad():
+        network.forward_train(moving)
+    torch.testing.assert_close(network.baseline_scale, 0.9 * running)  # evaluation leaves it as it is

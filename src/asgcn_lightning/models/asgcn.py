@@ -36,6 +36,9 @@ from asgcn_lightning.skeleton.layouts import Layout, make_layout
 # l2: the paper's squared error in input units; relative_l2: divided by that of repeating the last frame,
 # so one weight means the same in metres, pixels or millimetres
 PREDICTION_LOSSES = ("l2", "relative_l2")
+# relative_l2 divides by the larger of its batch's repeat-last error and a running mean of it: a batch
+# whose bodies all end at rest has a near-zero error of its own, and dividing by that alone blows up
+BASELINE_MOMENTUM = 0.1
 # how the backbone uses the AIM's output: expected = the link-type probabilities, the same graph in training
 # and evaluation; sampled = a Gumbel-softmax sample in training and the most probable type in evaluation
 ALINK_MODES = ("expected", "sampled")
@@ -135,6 +138,8 @@ class ASGCN(nn.Module):
         else:
             links = torch.eye(num_joints)[None]
         self.register_buffer("s_links", links, persistent=False)
+        # the running repeat-last error of relative_l2; not saved: a resumed run re-learns it in a few steps
+        self.register_buffer("baseline_scale", torch.zeros(()), persistent=False)
         self.detach_alinks, self.alinks, self.alink_normalisation = True, alinks, alink_normalisation
         self.aim = AIM(in_channels, num_alink_types, aim_hidden, aim_input_frames, prior, gumbel_tau,
                        aim_variance, aim_rollout) if use_alinks else None
@@ -308,11 +313,20 @@ class ASGCN(nn.Module):
         mpjpe = mean_per_sample(squared.detach().sqrt(), valid, samples)
         # the "repeat the last observed frame" baseline the prediction head has to beat
         baseline = (bodies[:, :spatial, -1:].transpose(1, 2) - target).detach().square().sum(dim=2)
-        if self.prediction_loss == "relative_l2":  # relative to this batch's baseline: not a mean over samples
-            loss = loss / mean_per_sample(baseline, valid, samples).clamp(min=1e-12)
+        if self.prediction_loss == "relative_l2":
+            loss = loss / self._baseline_denominator(mean_per_sample(baseline, valid, samples))
         baseline_mpjpe = mean_per_sample(baseline.sqrt(), valid, samples)
         return NetworkOutput(logits=x.new_zeros(0), losses={"prediction": self.prediction_weight * loss},
                              metrics={"mpjpe": mpjpe, "mpjpe_repeat_last": baseline_mpjpe})
+
+    def _baseline_denominator(self, batch_scale: torch.Tensor) -> torch.Tensor:
+        """The larger of this batch's repeat-last error and its running mean (updated while training)."""
+        if self.training:
+            with torch.no_grad():
+                unset = self.baseline_scale == 0
+                self.baseline_scale.copy_(torch.where(
+                    unset, batch_scale, torch.lerp(self.baseline_scale, batch_scale, BASELINE_MOMENTUM)))
+        return torch.maximum(batch_scale, self.baseline_scale).clamp(min=1e-12)
 
     def aim_loss(self, x: torch.Tensor) -> NetworkOutput:
         """The AIM objective on the whole window: ``nll + kl``, plus the reconstruction MSE as a metric."""

@@ -87,6 +87,7 @@ class ActionRecognitionModule(L.LightningModule):
         self.test_confusion = MulticlassConfusionMatrix(num_class, ignore_index=NO_LABEL)
         self.save_hyperparameters(ignore=["network"], logger=False)
         self.model_card: dict[str, Any] | None = None  # set by whoever knows the data (apps.components.build_module)
+        self.nonfinite_steps: torch.Tensor | None = None  # this epoch's steps with a NaN/infinite loss, on device
 
     @staticmethod
     def _accuracy(num_class: int, prefix: str) -> MetricCollection:
@@ -137,6 +138,9 @@ class ActionRecognitionModule(L.LightningModule):
         return optimizers[0], optimizers[1] if len(optimizers) > 1 else None
 
     def _step(self, optimizer: Any, loss: torch.Tensor, batch_size: int) -> None:
+        # counted on the device and read once per epoch: a check per step would wait for every GPU step
+        nonfinite = (~torch.isfinite(loss.detach())).long()
+        self.nonfinite_steps = nonfinite if self.nonfinite_steps is None else self.nonfinite_steps + nonfinite
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss * self._share_of_global_batch(batch_size))
         if self.gradient_clip_val:
@@ -213,6 +217,7 @@ class ActionRecognitionModule(L.LightningModule):
         return loss.detach()
 
     def on_train_epoch_end(self) -> None:
+        self._stop_if_diverged()
         main_sched, aim_sched = self._schedulers()
         stepped = aim_sched if self.stage == "aim" else main_sched
         if stepped is not None:
@@ -220,6 +225,20 @@ class ActionRecognitionModule(L.LightningModule):
         if self.stage == "main" and self.aim_mode == "separate" and aim_sched is not None:
             aim_sched.step()
         self.log("stage", 0.0 if self.stage == "aim" else 1.0, on_epoch=True)
+
+    def _stop_if_diverged(self) -> None:
+        """End the run with an error once a loss is NaN or infinite: every later epoch would be wasted.
+
+        Every process adds up the count of all, so all of them stop at the same epoch.
+        """
+        counted = self.nonfinite_steps if self.nonfinite_steps is not None else torch.zeros((), device=self.device)
+        self.nonfinite_steps = None
+        steps = int(self.trainer.strategy.reduce(counted.float(), reduce_op="sum"))
+        if steps:
+            loss = "AIM loss" if self.stage == "aim" else "loss"
+            raise UserError(f"training diverged in epoch {self.current_epoch} ({self.stage} stage): the {loss} was "
+                            f"NaN or infinite in {steps} steps; lower model.optimizer.lr (or the AIM's, "
+                            "model.aim.optimizer.lr) or set model.gradient_clip_val")
 
     def _schedulers(self) -> tuple[Any | None, Any | None]:
         schedulers = self.lr_schedulers()
