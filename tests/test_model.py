@@ -340,7 +340,7 @@ def test_a_diverged_training_ends_with_an_error_after_its_epoch(tmp_path: Path) 
     module = ActionRecognitionModule(ASGCN(10, NTU25, num_person=1, **TINY),
                                      optimizer=functools.partial(torch.optim.SGD, lr=float("inf")))
     trainer = Trainer(max_epochs=3, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
-                      enable_model_summary=False, enable_progress_bar=False)
+                      enable_model_summary=False)
     with pytest.raises(UserError, match=r"diverged in epoch 0 \(main stage\): the loss was NaN or infinite in 2 steps"):
         trainer.fit(module, DataLoader(TensorDataset(*train), batch_size=8))
     assert trainer.current_epoch == 0 and trainer.global_step == 3
