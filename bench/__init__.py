@@ -13,4 +13,6 @@ recorded fixtures given with ``--fixtures``.
 
 from pathlib import Path
 
+import asgcn_lightning  # noqa: F401  # its start-up settings apply before torch loads, as in every entry point
+
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -29,6 +29,7 @@ from bench.measure import CONFIGS, matmul_flops, measure_model
 from bench.report import REFERENCE_FIGURES, check_targets, print_table
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
+HUGE_PAGES = "THP_MEM_ALLOC_ENABLE"  # read by PyTorch's CPU allocator at its first allocation
 
 
 def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -39,7 +40,11 @@ def run_worker(name: str, args: argparse.Namespace) -> dict[str, Any]:
     command += [f"--{flag.replace('_', '-')}" for flag in flags if getattr(args, flag)]
     if args.batch:
         command += ["--batch", str(args.batch)]
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"} if args.omp_passive else None
+    env = dict(os.environ)
+    if args.omp_passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if args.huge_pages:
+        env[HUGE_PAGES] = "1"
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         return {"error": (done.stderr or done.stdout).strip()[-2000:]}
@@ -58,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="add a torch.profiler table of one training step")
     parser.add_argument("--return-freed-memory", action="store_true",
                         help="glibc malloc returns freed blocks over 1 MiB to the kernel (see asgcn_lightning.memory)")
+    parser.add_argument("--huge-pages", action="store_true",
+                        help=f"{HUGE_PAGES}=1: PyTorch asks the kernel for transparent huge pages for tensors of 2 MiB "
+                             "and more (docs/performance.md: less memory, a slower step)")
     parser.add_argument("--omp-passive", action="store_true",
                         help="OpenMP threads sleep instead of spinning while they wait (OMP_WAIT_POLICY=PASSIVE): "
                              "on cores shared with other work, 2 threads then run 2× faster, not 2× slower")
@@ -78,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.worker:
         returned = args.return_freed_memory and set_malloc_mmap_threshold(1 << 20)
         result = measure_model(args.worker, repeats, device, args.profile, args.batch)
-        print(json.dumps({**result, "malloc": "mmap threshold 1 MiB" if returned else "default"}))
+        print(json.dumps({**result, "malloc": "mmap threshold 1 MiB" if returned else "default",
+                          "huge_pages": os.environ.get(HUGE_PAGES) == "1"}))
         return
 
     results: dict[str, Any] = {

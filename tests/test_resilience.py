@@ -89,6 +89,8 @@ def test_sigkill_after_the_first_checkpoint_then_resume_ends_like_the_uninterrup
     killed = _start(killed_folder, *common, "+callbacks.kill={_target_:helpers.KillAtStep,step:6}")
     assert killed.wait(timeout=400) == -signal.SIGKILL, (killed_folder / "run.log").read_text()[-3000:]
     assert full.wait(timeout=400) == 0, (full_folder / "run.log").read_text()[-3000:]
+    # model=tiny has no AIM: every parameter trains in every step, and DDP is not told to search for unused ones
+    assert "find_unused_parameters" not in (full_folder / "run.log").read_text()
     (killed_run,) = _run_dirs(killed_folder)
     last = torch.load(killed_run / "checkpoints" / "last.ckpt", weights_only=False)
     assert (last["epoch"], last["global_step"]) == (0, 4), "killed in epoch 1: last.ckpt is the end of epoch 0"
@@ -145,6 +147,26 @@ def test_a_stopped_dead_or_out_of_step_process_ends_the_whole_ddp_run(how, tmp_p
     while any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in workers):
         assert time.monotonic() < deadline, f"left behind: {[child.pid for child in workers if child.is_running()]}"
         time.sleep(0.5)
+
+
+def test_a_process_asked_for_its_stacks_prints_where_every_thread_is():
+    """What the first process does when the others lost it: their stacks show which was stuck, and where."""
+    from asgcn_lightning.shutdown import print_stacks_of
+
+    code = ("import sys, time; from asgcn_lightning.shutdown import stop_on_signals\n"
+            "def stuck_in_a_data_loader():\n    print('ready', flush=True); time.sleep(60)\n"
+            "stop_on_signals(); stuck_in_a_data_loader()")
+    process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "ready\n"
+        print_stacks_of([process.pid], wait_s=1.0)
+        assert process.poll() is None, "the stacks are printed; the process itself goes on"
+    finally:
+        process.kill()
+        stderr = process.communicate(timeout=30)[1]
+    assert "most recent call first" in stderr and "stuck_in_a_data_loader" in stderr, stderr
+    print_stacks_of([process.pid], wait_s=0.0)  # a process that has ended already is passed over
 
 
 def test_the_mission_command_runs_one_process_per_gpu_where_there_are_gpus(monkeypatch):

@@ -29,9 +29,6 @@ WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 QUIET_WARNINGS = (
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning,
      "Lightning's own pytree helper checks the deprecated class on every batch; nothing in this project uses it"),
-    (r"find_unused_parameters=True was specified in DDP constructor", UserWarning,
-     "each training stage leaves a different part of the network without gradients, so DDP must look for them "
-     "(trainer.strategy.find_unused_parameters); epochs where every part trains are expected"),
     (r"It is recommended to use `self.log\('.*', \.\.\., sync_dist=True\)`", UserWarning,
      "training-step values are each process's own on purpose; validation and test metrics, and the throughput, "
      "are reduced over the processes exactly (torchmetrics, strategy.reduce)"),

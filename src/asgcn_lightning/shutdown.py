@@ -12,6 +12,7 @@ processes end when their parent does (:func:`die_with_parent`).
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
 import select
 import signal
@@ -21,6 +22,7 @@ import time
 from types import FrameType
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+STACKS_SIGNAL = signal.SIGUSR1  # a process that gets it prints the stacks of all its threads to stderr
 PR_SET_PDEATHSIG = 1  # prctl option of Linux: the signal this process gets when its parent ends
 
 
@@ -80,8 +82,24 @@ def stop_on_signals(grace_s: float = 20.0) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     reinstall_stop_handlers()
+    faulthandler.register(STACKS_SIGNAL, file=2, all_threads=True)  # the process's stderr, whatever sys.stderr is now
     if _watchdog is None:
         _watchdog = _Watchdog(grace_s)
+
+
+def print_stacks_of(pids: list[int], wait_s: float = 2.0) -> None:
+    """Have the processes ``pids`` print where each of their threads is (see :data:`STACKS_SIGNAL`).
+
+    When DDP processes lose each other, the one that timed out knows only its own place; the
+    others' stacks say which of them was stuck, and where.
+    """
+    for pid in pids:
+        try:
+            os.kill(pid, STACKS_SIGNAL)
+        except ProcessLookupError:
+            continue
+    if pids:
+        time.sleep(wait_s)
 
 
 def reinstall_stop_handlers() -> None:

@@ -32,6 +32,7 @@ from asgcn_lightning.atomic import write_atomically
 from asgcn_lightning.config import config_dir
 from asgcn_lightning.distributed import collective_failure
 from asgcn_lightning.errors import UserError, exit_on_user_error
+from asgcn_lightning.shutdown import print_stacks_of
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ def collective_failures_as_errors(trainer: L.Trainer) -> Iterator[None]:
         failure = collective_failure(error)
         if failure is None:
             raise
+        print_stacks_of([process.pid for process in getattr(trainer.strategy.launcher, "procs", [])])
         raise UserError(f"process {trainer.global_rank} of {trainer.world_size}: the training processes lost each "
                         f"other ({failure}); the last complete epoch is in checkpoints/last.ckpt") from error
 
