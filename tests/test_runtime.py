@@ -4,6 +4,7 @@ progress reaches a log file, and ``verbose=true`` for the library chatter."""
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 import warnings
@@ -89,6 +90,7 @@ def test_a_default_run_logs_one_line_per_epoch_to_a_file_and_no_library_chatter(
     assert [noise for noise in NOISE if noise in output] == []
     lines = done.stdout.splitlines()
     assert "samples: train 420, val 60, test 240; 1 process" in lines
+    assert re.search(r"^Total FLOPs: [1-9][0-9.]* [KMG]", done.stdout, re.MULTILINE)  # counted on one sample, not 0
     aim = next(line for line in lines if line.startswith("epoch 0/1 (aim), step 3: train/aim_loss "))
     main = next(line for line in lines if line.startswith("epoch 1/1 (main), step 6: train/loss "))
     assert "val/aim_loss" in aim and "samples/s; ETA" in aim

@@ -10,6 +10,7 @@ from asgcn_lightning.data.transforms import (
     AlignSpineShoulders,
     CentreOnJoint,
     Compose,
+    MinMaxNormalise,
     RandomRotate,
     RandomScale,
     Stream,
@@ -28,7 +29,7 @@ def two_d_with_confidence(seed: int = 0) -> np.ndarray:
     return sample
 
 
-SPATIAL = [RandomRotate(degrees=(30.0, 30.0, 30.0)), RandomScale(0.5, 1.5), CentreOnJoint(),
+SPATIAL = [RandomRotate(degrees=(30.0, 30.0, 30.0)), RandomScale(0.5, 1.5), CentreOnJoint(), MinMaxNormalise(),
            Stream("bone"), Stream("joint_motion")]
 
 
@@ -74,3 +75,24 @@ def test_three_spatial_channels_keep_the_3d_behaviour() -> None:
         AlignSpineShoulders(spatial_channels=2)(sample, NTU25, rng)
     with pytest.raises(UserError, match="spatial_channels=4"):
         RandomScale(spatial_channels=4)(sample, NTU25, rng)
+
+
+def test_min_max_normalisation_spans_minus_one_to_one_over_the_observed_joints() -> None:
+    rng = np.random.default_rng(0)
+    sample = (rng.normal(size=(8, 2, 25, 3)) * [1.0, 2.0, 0.5] + [3.0, -1.0, 2.6]).astype(np.float32)
+    sample[2, 1] = 0.0  # an absent second body
+    sample[5, 0, 4] = 0.0  # a missed joint
+    observed = np.abs(sample).sum(-1) > 0
+    per_axis = MinMaxNormalise()(sample, NTU25, rng)
+    assert per_axis.dtype == np.float32
+    np.testing.assert_allclose(per_axis[observed].min(0), -1.0, atol=1e-6)
+    np.testing.assert_allclose(per_axis[observed].max(0), 1.0, atol=1e-6)
+    np.testing.assert_array_equal(per_axis[~observed], 0.0)
+    # one scale for all axes: the longest axis spans [-1, 1], shapes are kept (distances scale alike)
+    kept = MinMaxNormalise(per_axis=False)(sample, NTU25, rng)
+    extent = kept[observed].max(0) - kept[observed].min(0)
+    np.testing.assert_allclose(extent.max(), 2.0, atol=1e-6)
+    np.testing.assert_allclose(extent / extent.max(), np.ptp(sample[observed], 0) / np.ptp(sample[observed], 0).max(),
+                               rtol=1e-5)
+    np.testing.assert_allclose(kept[observed].max(0) + kept[observed].min(0), 0.0, atol=1e-6)
+    np.testing.assert_array_equal(kept[~observed], 0.0)

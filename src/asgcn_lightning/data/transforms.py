@@ -10,7 +10,8 @@ annotated with a confidence of 0 is kept and moved like any other. :class:`Compo
 store's number of spatial channels to every spatial transform of a list that does not set its own.
 Two families are provided: the reference AS-GCN/ST-GCN behaviour (:class:`PadRepeat` to 300
 frames, :class:`CentreOnJoint`, :class:`AlignSpineShoulders`) and modern windowing
-(:class:`UniformSample`, :class:`RandomCropResize`) with augmentation and input streams.
+(:class:`UniformSample`, :class:`RandomCropResize`) with augmentation, :class:`MinMaxNormalise` and input
+streams.
 
 Multi-clip testing: an evaluation :class:`UniformSample` with ``num_clips=k`` yields ``k`` clips of a
 sample; :class:`Compose` runs the transforms after it on every clip and lays the clips side by side
@@ -225,6 +226,34 @@ class RandomScale(SpatialTransform):
         factor = np.ones(sequence.shape[-1], dtype=np.float32)
         factor[:spatial] = rng.uniform(self.low, self.high, spatial)
         return sequence * factor
+
+
+class MinMaxNormalise(SpatialTransform):
+    """Map the observed coordinates of the whole sample into ``[-1, 1]``, per axis or with one scale.
+
+    Removes where the sequence is and how big it is, but keeps how the body moves within it (a walk
+    stays a path). ``per_axis`` stretches every axis to the full range on its own, which, after a
+    random rotation, varies the body's proportions as an augmentation; ``per_axis=False`` keeps the
+    aspect ratio (the longest axis spans ``[-1, 1]``, the others are centred), the choice for
+    image coordinates. Missing joints stay zero.
+    """
+
+    def __init__(self, per_axis: bool = True, spatial_channels: int | None = None) -> None:
+        self.per_axis, self.spatial_channels = per_axis, spatial_channels
+
+    def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+        spatial = self.spatial(sequence)
+        present = _present(sequence, spatial)
+        observed = sequence[..., :spatial][np.broadcast_to(present, (*present.shape[:-1], spatial))]
+        if not observed.size:
+            return sequence
+        observed = observed.reshape(-1, spatial)
+        low, high = observed.min(axis=0), observed.max(axis=0)
+        half_range = (high - low) / 2 if self.per_axis else np.full(spatial, (high - low).max() / 2)
+        half_range = np.where(half_range > 1e-8, half_range, 1.0).astype(np.float32)
+        out = sequence.copy()
+        out[..., :spatial] = (sequence[..., :spatial] - (low + high) / 2) / half_range * present
+        return out
 
 
 STREAMS = ("joint", "bone", "joint_motion", "bone_motion")

@@ -107,6 +107,13 @@ class ActionRecognitionModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x)
 
+    def setup(self, stage: str) -> None:
+        # A one-sample input shaped like the training data: Lightning's model summary then counts each
+        # module's FLOPs and shapes (one forward at fit start) instead of printing zeros.
+        train_set = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
+        if stage == TrainerFn.FITTING and train_set is not None and len(train_set):
+            self.example_input_array = torch.zeros(1, *train_set[0][0].shape)
+
     def configure_model(self) -> None:
         # compile the entry points the stages call, not a wrapper module: state_dict keys stay unchanged
         if self.compile and not getattr(self, "_compiled", False):
