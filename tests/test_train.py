@@ -8,11 +8,13 @@ import pytest
 import torch
 import wandb
 
+from asgcn_lightning import callbacks
 from asgcn_lightning.apps.components import build_datamodule, build_module
 from asgcn_lightning.apps.train import train
 from asgcn_lightning.callbacks import ALinkReport
 from asgcn_lightning.errors import UserError
 from asgcn_lightning.inference.model import load_weights
+from asgcn_lightning.visual.confusion import confusion_figure
 
 # one thread: two OpenMP threads on two busy cores slow small models down many times over
 FAST = ["model=tiny", "trainer=cpu", "dataset.num_workers=0", "dataset.batch_size=16", "torch_threads=1"]
@@ -31,8 +33,15 @@ def test_fast_dev_run_trains_validates_and_tests_without_any_logger(compose):
     assert {"train/loss", "val/acc_top1", "test/acc_top1"} <= set(metrics)
 
 
-def test_training_learns_and_writes_checkpoint_csv_and_confusion_png(compose):
+def test_training_learns_and_writes_checkpoint_csv_and_confusion_png(compose, monkeypatch):
     cfg = compose([*FAST, "logger=csv", "trainer.max_epochs=4"])
+    titles = []  # the real pictures are drawn; their titles are recorded on the way
+
+    def recording_figure(*args, title, **kwargs):
+        titles.append(title)
+        return confusion_figure(*args, title=title, **kwargs)
+
+    monkeypatch.setattr(callbacks, "confusion_figure", recording_figure)
     metrics = train(cfg)
     run = Path(cfg.paths.output_dir)
     assert metrics["val/acc_top1"] >= 0.5, metrics  # 10 classes: chance is 0.1
@@ -45,6 +54,8 @@ def test_training_learns_and_writes_checkpoint_csv_and_confusion_png(compose):
     assert sorted(p.name for p in (run / "checkpoints").glob("*.ckpt")) == \
         [f"epoch{best:03d}-acc{max(accuracies):.4f}.ckpt", "last.ckpt"]
     assert metrics["best/val/acc_top1"] == pytest.approx(max(accuracies))
+    # pictures count epochs as checkpoint names do; the test's is the tested checkpoint's epoch
+    assert titles == [f"val, epoch {epoch}" for epoch in range(4)] + [f"test, epoch {best}"]
     assert (run / "confusion_val.png").stat().st_size > 10_000
     assert (run / "per_class_test.csv").read_text().startswith("class,samples,accuracy")
 

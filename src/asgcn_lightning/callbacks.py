@@ -123,6 +123,17 @@ class StopOnSignal(L.Callback):
         reinstall_stop_handlers()
 
 
+def tested_epoch(trainer: L.Trainer, pl_module: L.LightningModule) -> int | None:
+    """The epoch whose weights a test measures, counted from 0 as in checkpoint names and epoch lines.
+
+    A checkpoint's own epoch when the test loaded one; after a fit, the last epoch trained (the
+    Trainer's counter has moved on to the next); ``None`` for a model that was never trained here.
+    """
+    if trainer.ckpt_path:
+        return getattr(pl_module, "checkpoint_epoch", None)
+    return trainer.current_epoch - 1 if trainer.current_epoch else None
+
+
 class ConfusionMatrixReport(L.Callback):
     """After each validation (and the test), save the confusion matrix as PNG and per-class CSV.
 
@@ -145,7 +156,8 @@ class ConfusionMatrixReport(L.Callback):
             return
         matrix = np.asarray(confusion)
         names = pl_module.class_names or [str(i) for i in range(matrix.shape[0])]
-        figure = confusion_figure(matrix, names, title=f"{stage}, epoch {trainer.current_epoch}")
+        epoch = trainer.current_epoch if stage == "val" else tested_epoch(trainer, pl_module)
+        figure = confusion_figure(matrix, names, title=stage if epoch is None else f"{stage}, epoch {epoch}")
         with atomic_file(self.dirpath / f"confusion_{stage}.png") as tmp:
             figure.savefig(tmp, dpi=100, format="png")
         accuracy = per_class_accuracy(matrix)

@@ -88,6 +88,7 @@ class ActionRecognitionModule(L.LightningModule):
         self.save_hyperparameters(ignore=["network"], logger=False)
         self.model_card: dict[str, Any] | None = None  # set by whoever knows the data (apps.components.build_module)
         self.nonfinite_steps: torch.Tensor | None = None  # this epoch's steps with a NaN/infinite loss, on device
+        self.checkpoint_epoch: int | None = None  # the epoch of the last checkpoint loaded by the Trainer
 
     @staticmethod
     def _accuracy(num_class: int, prefix: str) -> MetricCollection:
@@ -323,6 +324,10 @@ class ActionRecognitionModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.model_card is not None:
             checkpoint[CARD_KEY] = self.model_card
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a test restores the weights but not the loop's epoch counter: reports need the weights' epoch
+        self.checkpoint_epoch = checkpoint.get("epoch")
 
     # -- confusion matrices ----------------------------------------------------------------------------
     def on_validation_epoch_end(self) -> None:
