@@ -244,10 +244,9 @@ class MinMaxNormalise(SpatialTransform):
     def __call__(self, sequence: np.ndarray, layout: Layout, rng: np.random.Generator) -> np.ndarray:
         spatial = self.spatial(sequence)
         present = _present(sequence, spatial)
-        observed = sequence[..., :spatial][np.broadcast_to(present, (*present.shape[:-1], spatial))]
+        observed = sequence[..., :spatial][present[..., 0]]  # (joints observed anywhere, spatial)
         if not observed.size:
             return sequence
-        observed = observed.reshape(-1, spatial)
         low, high = observed.min(axis=0), observed.max(axis=0)
         half_range = (high - low) / 2 if self.per_axis else np.full(spatial, (high - low).max() / 2)
         half_range = np.where(half_range > 1e-8, half_range, 1.0).astype(np.float32)
