@@ -89,6 +89,7 @@ class ActionRecognitionModule(L.LightningModule):
         self.model_card: dict[str, Any] | None = None  # set by whoever knows the data (apps.components.build_module)
         self.nonfinite_steps: torch.Tensor | None = None  # this epoch's steps with a NaN/infinite loss, on device
         self.checkpoint_epoch: int | None = None  # the epoch of the last checkpoint loaded by the Trainer
+        self.example_input_shape: tuple[int, ...] | None = None  # one training sample's, known at fit setup
 
     @staticmethod
     def _accuracy(num_class: int, prefix: str) -> MetricCollection:
@@ -109,11 +110,19 @@ class ActionRecognitionModule(L.LightningModule):
         return self.network(x)
 
     def setup(self, stage: str) -> None:
-        # A one-sample input shaped like the training data: Lightning's model summary then counts each
-        # module's FLOPs and shapes (one forward at fit start) instead of printing zeros.
         train_set = getattr(getattr(self.trainer, "datamodule", None), "train_set", None)
         if stage == TrainerFn.FITTING and train_set is not None and len(train_set):
-            self.example_input_array = torch.zeros(1, *train_set[0][0].shape)
+            self.example_input_shape = tuple(train_set[0][0].shape)
+
+    @property
+    def example_input_array(self) -> torch.Tensor | None:
+        """One zero sample shaped like the training data, so Lightning's model summary counts each module's
+        FLOPs and shapes (one forward at fit start) instead of printing zeros; in the parameters' dtype and
+        device, which the precision plugin may have changed since :meth:`setup` (``64-true``, ``bf16-true``)."""
+        if self.example_input_shape is None:
+            return None
+        parameter = next(self.network.parameters())
+        return torch.zeros(1, *self.example_input_shape, dtype=parameter.dtype, device=parameter.device)
 
     def configure_model(self) -> None:
         # compile the entry points the stages call, not a wrapper module: state_dict keys stay unchanged
